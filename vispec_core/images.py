@@ -1,0 +1,53 @@
+"""Images in, with errors that say what is wrong: a missing file, a corrupt one, a wrong type."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_PLACE = "<image>"   # where an image goes in a user prompt; without one, images precede the text
+
+
+def load_image(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"Image file not found: {path}. Check the path (relative paths start at {Path.cwd()}).")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ValueError(f"Cannot read image {path}: the file is corrupt or not an image ({e}).") from e
+    raise TypeError(f"An image must be a PIL.Image or a file path, not {type(image).__name__}.")
+
+
+def load_images(images) -> list[Image.Image]:
+    if images is None:
+        return []
+    if isinstance(images, (str, Path, Image.Image)):
+        images = [images]
+    return [load_image(im) for im in images]
+
+
+def interleave(prompt: str, n_images: int) -> list[dict]:
+    """User content as a list of text and image items, images at the prompt's places."""
+    places = prompt.count(IMAGE_PLACE)
+    if places == 0:
+        parts = [""] * n_images + [prompt]
+    elif places != n_images:
+        raise ValueError(
+            f"The prompt has {places} image place(s) ('{IMAGE_PLACE}') but {n_images} image(s) were given; "
+            "pass one image per place."
+        )
+    else:
+        parts = prompt.split(IMAGE_PLACE)
+    content = []
+    for i, text in enumerate(parts):
+        if text:
+            content.append({"type": "text", "text": text})
+        if i < len(parts) - 1:
+            content.append({"type": "image"})
+    return content

@@ -1,0 +1,159 @@
+"""The Target interface: one VLM family behind the calls the decoder and the drafts make.
+
+A family (LLaVA-NeXT, Qwen2.5-VL, the embedded default) only says how (prompt, images) become
+input embeddings; the language model's forward over new tokens, with a preallocated KV cache and an
+arbitrary mask among those tokens (a draft tree), is shared here and runs the family's own HF decoder
+layers' weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..kv_cache import KVCache
+
+
+@dataclass
+class TargetInputs:
+    input_ids: torch.LongTensor        # [1, T] prompt ids, image tokens expanded as the processor does
+    inputs_embeds: torch.Tensor        # [1, T, D] what the language model sees (image embeddings scattered in)
+    position_ids: torch.LongTensor     # [1, T], or [3, 1, T] for M-RoPE
+    image_spans: list[tuple[int, int]] = field(default_factory=list)   # [start, end) of each image in input_ids
+    image_embeds: list[torch.Tensor] = field(default_factory=list)     # [r_i, D] per image, projector output
+    rope_delta: int = 0                # M-RoPE: position = sequence index + rope_delta after the prompt
+
+    @property
+    def length(self) -> int:
+        return self.input_ids.shape[1]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Target:
+    """A loaded VLM. Subclasses set `model`, `tokenizer`, `family`, `language_model` (the HF text
+    model: `layers`, `norm`, `rotary_emb`, `embed_tokens`), `lm_head` and implement `prepare`."""
+
+    family: str = ""
+    mrope: bool = False             # 3-D positions (Qwen2.5-VL)
+    image_token_id: int | None = None
+
+    def __init__(self, model, tokenizer, language_model, lm_head, text_config, eos_token_ids):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.language_model = language_model
+        self.lm_head = lm_head
+        self.text_config = text_config
+        self.eos_token_ids = frozenset(int(e) for e in eos_token_ids)
+        c = text_config
+        self.hidden_size = c.hidden_size
+        self.vocab_size = lm_head.weight.shape[0]
+        self.num_layers = c.num_hidden_layers
+        self.num_heads = c.num_attention_heads
+        self.num_kv_heads = c.num_key_value_heads
+        self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def describe(self) -> dict:
+        """What a draft records to prove it was built for this target."""
+        return {"family": self.family, "hidden_size": self.hidden_size, "vocab_size": self.vocab_size}
+
+    # -- inputs -------------------------------------------------------------------------------
+    def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
+        raise NotImplementedError
+
+    def check_images(self, prompt_images: int, images: list) -> None:
+        if prompt_images != len(images):
+            raise ValueError(
+                f"The prompt has {prompt_images} image place(s) but {len(images)} image(s) were given; "
+                "pass one image per place (or none and no place)."
+            )
+
+    def embed(self, ids: torch.LongTensor) -> torch.Tensor:
+        return self.language_model.embed_tokens(ids)
+
+    def positions(self, start: int, offsets: torch.LongTensor, rope_delta: int = 0) -> torch.LongTensor:
+        """Position ids of new tokens at sequence index start + offsets (tree nodes: offset = depth)."""
+        pos = (offsets + start + rope_delta).view(1, -1)          # [1, n]
+        return pos.unsqueeze(0).expand(3, 1, -1) if self.mrope else pos
+
+    # -- language model -----------------------------------------------------------------------
+    def new_cache(self, capacity: int) -> KVCache:
+        return KVCache(self.num_layers, self.num_kv_heads, self.head_dim, capacity, self.dtype, self.device)
+
+    @torch.inference_mode()
+    def forward(self, embeds: torch.Tensor, position_ids: torch.LongTensor, cache: KVCache,
+                tree_mask: torch.BoolTensor | None = None) -> torch.Tensor:
+        """Run new tokens after the cache's committed prefix; return f, the last hidden states
+        after the final norm ([1, n, D]). Keys and values are written after the prefix and stay
+        uncommitted until `cache.commit`. tree_mask [n, n]: which new tokens each new token sees
+        (itself and its ancestors); None means causal."""
+        n = embeds.shape[1]
+        cache.check_room(n)
+        start = cache.length
+        cos, sin = self.language_model.rotary_emb(embeds, position_ids)   # [1, n, hd]
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        mask, is_causal = None, False
+        if tree_mask is not None or (n > 1 and start > 0):
+            mask = torch.ones(n, start + n, dtype=torch.bool, device=embeds.device)
+            mask[:, start:] = tree_mask if tree_mask is not None else torch.ones(
+                n, n, dtype=torch.bool, device=embeds.device).tril()
+        elif n > 1:
+            is_causal = True
+        x = embeds
+        for i, layer in enumerate(self.language_model.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(1, n, self.num_heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+            keys, values = cache.write(i, k[0], v[0])                    # [kv_heads, start+n, hd]
+            o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask,
+                                               is_causal=is_causal, scale=attn.scaling,
+                                               enable_gqa=self.num_heads != self.num_kv_heads)
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(1, n, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.language_model.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
+    def decode_text(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+def image_spans(input_ids: torch.LongTensor, image_token_id: int, lengths: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each image's placeholder run, given each image's number of tokens."""
+    where = (input_ids[0] == image_token_id).nonzero().flatten().tolist()
+    if len(where) != sum(lengths):
+        raise ValueError(f"{len(where)} image placeholder tokens in the prompt but the images give {sum(lengths)} embeddings.")
+    spans, i = [], 0
+    for n in lengths:
+        start, end = where[i], where[i + n - 1] + 1
+        if end - start != n:
+            raise ValueError("An image's placeholder tokens are not contiguous in the prompt.")
+        spans.append((start, end))
+        i += n
+    return spans
+
+
+def scatter_images(embeds: torch.Tensor, spans: list[tuple[int, int]], image_embeds: list[torch.Tensor]) -> torch.Tensor:
+    embeds = embeds.clone()
+    for (start, end), v in zip(spans, image_embeds):
+        embeds[0, start:end] = v.to(embeds.dtype)
+    return embeds

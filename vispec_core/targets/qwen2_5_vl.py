@@ -1,0 +1,52 @@
+"""Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration): native-resolution patches, 3-D M-RoPE positions."""
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from transformers import Qwen2_5_VLProcessor
+
+from ..images import interleave, load_images
+from .base import Target, TargetInputs, image_spans, scatter_images
+from .llava_next import _as_list
+
+
+class ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
+    """Qwen2.5-VL's processor without a video processor (that one needs torchvision, never installed here)."""
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor" and argument is None:
+            return None
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+
+class Qwen25VLTarget(Target):
+    family = "qwen2_5_vl"
+    mrope = True
+
+    def __init__(self, model, processor):
+        tok = processor.tokenizer
+        eos = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} | set(_as_list(model.generation_config.eos_token_id))
+        super().__init__(model, tok, model.model.language_model, model.lm_head, model.config.text_config,
+                         eos - {None})
+        self.processor = processor
+        self.image_token_id = model.config.image_token_id
+
+    @torch.inference_mode()
+    def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
+        images = load_images(images)
+        text = self.processor.apply_chat_template(
+            [{"role": "user", "content": interleave(prompt, len(images))}], add_generation_prompt=True, tokenize=False)
+        enc = self.processor(images=images or None, text=text, return_tensors="pt")
+        ids = enc["input_ids"].to(self.device)
+        embeds = self.embed(ids)
+        spans, feats, delta = [], [], 0
+        pos = torch.arange(ids.shape[1], device=self.device).view(1, 1, -1).expand(3, 1, -1)
+        if images:
+            grid = enc["image_grid_thw"].to(self.device)
+            feats = list(self.model.model.get_image_features(
+                enc["pixel_values"].to(self.device, self.dtype), grid, return_dict=True).pooler_output)
+            spans = image_spans(ids, self.image_token_id, [f.shape[0] for f in feats])
+            embeds = scatter_images(embeds, spans, feats)
+            pos, deltas = self.model.model.get_rope_index(ids, enc["mm_token_type_ids"].to(self.device), grid)
+            delta = int(deltas[0, 0])
+        return TargetInputs(ids, embeds, pos, spans, feats, rope_delta=delta)

@@ -1,0 +1,144 @@
+"""EAGLE-2 dynamic draft tree: grow the top-k frontier level by level, then rerank every candidate.
+
+Node 0 is the root: the last token the target produced, not yet in the target's KV cache. The
+target verifies all n nodes of a `DraftTree` in one forward pass (n counts the root).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class DraftTree:
+    """A reranked draft tree; nodes are numbered so that parents come before children."""
+
+    tokens: torch.LongTensor    # [n]; tokens[0] = root token
+    parents: torch.LongTensor   # [n]; parents[0] = -1, parents[i] < i
+    depths: torch.LongTensor    # [n]; depths[0] = 0
+    scores: torch.Tensor        # [n]; cumulative draft log-prob of the path root..i; scores[0] = 0
+    mask: torch.BoolTensor      # [n, n]; mask[i, j] = j is i or an ancestor of i
+    paths: torch.LongTensor     # [num_leaves, max_depth + 1]; root->leaf node indices, right-padded with -1
+    children: list[list[int]]   # children of each node, score descending (ties: lower index first)
+
+
+class DraftStepper(Protocol):
+    def expand(self, tokens: torch.LongTensor, parents: torch.LongTensor, depth: int) -> torch.Tensor:
+        """Run new tree nodes through the draft; return the log-probs of their children, [k, V].
+
+        tokens: [k] tokens of the new nodes, all at tree depth `depth` (0: the root call, made once
+        with the root token and parents [-1]).
+        parents: [k] parents[j] is the node whose draft output (hidden state) feeds node j, in
+        *expand numbering*: every node passed to `expand` takes the next index in call order. The
+        root (call 0) is 0, the items of call 1 are 1..k1, those of call 2 follow at k1+1.., and so
+        on; parents[j] always lies in the previous call. A draft that appends its per-node states in
+        this order can attend with `ancestor_mask(all parents passed so far)`.
+
+        Root-call tensors are on `draft_tree`'s `device` argument (CPU by default); later calls use
+        the device of the returned log-probs. Medusa-style drafts, whose distribution at depth d
+        does not depend on the path, fit as they are: they return head d's log-probs for every node.
+        """
+        ...
+
+
+def ancestor_mask(parents: torch.LongTensor) -> torch.BoolTensor:
+    """Self-or-ancestor mask of a forest: parents [m] (-1 = none) -> mask [m, m], mask[i, j] = j is i or an ancestor of i."""
+    m = parents.numel()
+    parents = parents.long()
+    step = torch.zeros(m, m, device=parents.device)
+    step.scatter_(1, parents.clamp_min(0)[:, None], (parents >= 0).float()[:, None])  # step[i, parent(i)] = 1
+    mask = step + torch.eye(m, device=parents.device)
+    # Transitive closure by squaring: after s squarings mask reaches 2**s levels up; depth <= m - 1.
+    for _ in range(max(m - 1, 1).bit_length()):
+        mask = (mask @ mask).clamp_max(1)
+    return mask.bool()
+
+
+def draft_tree(
+    stepper: DraftStepper,
+    root_token: int,
+    total_tokens: int,
+    depth: int,
+    top_k: int,
+    device: torch.device | str | None = None,
+) -> DraftTree:
+    """Build the EAGLE-2 dynamic tree with `depth` draft passes and at most `total_tokens` nodes.
+
+    Expansion: the root's top_k children form the first frontier. Each later pass runs the frontier
+    (top_k nodes) through the draft together; the top_k children of each node, k*k in all, become
+    candidates scored by cumulative log-prob (the product of draft probabilities on the path), and
+    the global top_k of them are the next frontier.
+    Rerank: of all candidates, top_k + (depth - 1) * top_k**2, keep the total_tokens - 1 best
+    (ties: earlier candidate first). A parent scores at least as high as its child and is generated
+    earlier, so the kept set is closed under parents: a tree. If there are fewer candidates than
+    total_tokens - 1 (small vocab, top_k or depth), all are kept and the tree has fewer nodes.
+    """
+    if depth < 1:
+        raise ValueError(f"depth (number of draft passes) must be >= 1, got {depth}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if total_tokens < 2:
+        raise ValueError(f"total_tokens counts the root and must be >= 2, got {total_tokens}")
+
+    root = torch.tensor([root_token], device=device)
+    logp = stepper.expand(root, torch.tensor([-1], device=device), 0)  # [1, V]
+    if top_k > logp.shape[-1]:
+        raise ValueError(f"top_k={top_k} exceeds the draft vocabulary size {logp.shape[-1]}")
+    dev = logp.device
+    # Log-probs are <= 0, so a child never outscores its parent; clamping keeps that under rounding.
+    score, token = logp[0].float().clamp_max(0).topk(top_k)  # [k], score-sorted
+    # Candidates level by level: (tokens, parent candidate index (-1 = root), cumulative scores, depth).
+    levels = [(token, torch.full((top_k,), -1, device=dev), score, 1)]
+    front = torch.arange(top_k, device=dev)        # candidate indices of the frontier
+    front_parent = torch.zeros(top_k, dtype=torch.long, device=dev)  # expand index of their parents
+    n_cand, call_start = top_k, 1                  # expand index of the next call's first item
+
+    for d in range(1, depth):
+        logp = stepper.expand(token, front_parent, d)                   # [k, V]
+        child_lp, child_tok = logp.float().clamp_max(0).topk(top_k, dim=-1)  # [k, k]
+        child_score = (score[:, None] + child_lp).flatten()             # [k*k]
+        levels.append((child_tok.flatten(), front.repeat_interleave(top_k), child_score, d + 1))
+        best = child_score.sort(descending=True, stable=True).indices[:top_k]
+        front, token, score = n_cand + best, child_tok.flatten()[best], child_score[best]
+        front_parent = call_start + best // top_k
+        n_cand, call_start = n_cand + top_k * top_k, call_start + top_k
+
+    cand_tokens = torch.cat([lvl[0] for lvl in levels])
+    cand_parents = torch.cat([lvl[1] for lvl in levels])
+    cand_scores = torch.cat([lvl[2] for lvl in levels])
+    cand_depths = torch.cat([torch.full_like(lvl[0], lvl[3]) for lvl in levels])
+
+    best = cand_scores.sort(descending=True, stable=True).indices[: total_tokens - 1]
+    keep = best.sort().values                     # candidate order = (depth, generation order)
+    new_index = torch.full((n_cand + 1,), -1, device=dev)  # candidate c -> new_index[c + 1]; root -> 0
+    new_index[0] = 0
+    new_index[keep + 1] = torch.arange(1, keep.numel() + 1, device=dev)
+
+    zero = torch.zeros(1, dtype=torch.long, device=dev)
+    parents = torch.cat([zero - 1, new_index[cand_parents[keep] + 1]])
+    tokens = torch.cat([zero + root_token, cand_tokens[keep]])
+    depths = torch.cat([zero, cand_depths[keep]])
+    scores = torch.cat([zero.float(), cand_scores[keep]])
+
+    parent_list = parents.tolist()                # the host sync of the build
+    assert all(p >= 0 for p in parent_list[1:]), "rerank kept a node without its parent"
+    score_list = scores.tolist()
+    n = len(parent_list)
+    children: list[list[int]] = [[] for _ in range(n)]
+    for i in range(1, n):
+        children[parent_list[i]].append(i)
+    for kids in children:
+        kids.sort(key=lambda i: -score_list[i])    # stable: equal scores keep lower index first
+
+    rows = []
+    for leaf in (i for i in range(n) if not children[i]):
+        path = [leaf]
+        while path[-1] != 0:
+            path.append(parent_list[path[-1]])
+        rows.append(path[::-1])
+    width = max(len(r) for r in rows)
+    paths = torch.tensor([r + [-1] * (width - len(r)) for r in rows], device=dev)
+
+    return DraftTree(tokens, parents, depths, scores, ancestor_mask(parents), paths, children)
