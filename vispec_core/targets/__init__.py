@@ -103,8 +103,13 @@ def save_target(target: Target, folder) -> None:
     """Write a target as a checkpoint folder that `load_target(folder)` reads (model, processor, template)."""
     folder = Path(folder)
     target.model.save_pretrained(folder)
-    target.processor.save_pretrained(folder)
-    target.tokenizer.save_pretrained(folder)
+    processor = target.processor
+    if isinstance(processor, ImageOnlyQwenProcessor):   # no video processor to save: save the parts
+        processor.tokenizer.save_pretrained(folder)
+        processor.image_processor.save_pretrained(folder)
+        (folder / "chat_template.jinja").write_text(processor.chat_template)
+    else:
+        processor.save_pretrained(folder)   # the tokenizer and the processor's chat template with it
 
 
 __all__ = ["Target", "TargetInputs", "load_target", "save_target", "resolve_device", "resolve_dtype"]

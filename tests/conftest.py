@@ -1,0 +1,28 @@
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from vispec_core.targets import load_target
+
+FAMILIES = ["llava_next", "qwen2_5_vl"]
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """Real photos of different aspect ratios: square 512x512, landscape 640x427, landscape 600x400."""
+    return {name: Image.fromarray(getattr(data, name)()) for name in ("astronaut", "rocket", "coffee")}
+
+
+_targets = {}
+
+
+def tiny_target(family: str):
+    if family not in _targets:
+        _targets[family] = load_target(f"tiny:{family}", dtype=torch.float32)
+    return _targets[family]
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def target(request):
+    return tiny_target(request.param)

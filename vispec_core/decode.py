@@ -1,0 +1,165 @@
+"""Decoding: `prefill`, `decode_vanilla`, `decode_speculative`, and `generate` with its `Generation`.
+
+One device-agnostic loop per mode over a preallocated KV cache. Timed regions synchronise the
+device, so wall times are honest on CUDA too.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .targets.base import Target, TargetInputs
+from .tree import draft_tree
+from .verify import accept_greedy, accept_sampling, sample_token, target_probs
+
+PAPER_TREE = dict(total_tokens=30, depth=3, top_k=8)   # the paper's EAGLE-2 dynamic tree
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]                 # generated tokens only (EOS included when it ended the answer)
+    prompt_ids: list[int]                # ids fed to the target, image tokens expanded
+    text: str
+    stats: dict = field(default_factory=dict)
+
+
+class Clock:
+    """Seconds between marks, the device synchronised at each mark."""
+
+    def __init__(self, device: torch.device):
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.sync()
+        self.t = time.perf_counter()
+
+    def lap(self) -> float:
+        self.sync()
+        now = time.perf_counter()
+        dt, self.t = now - self.t, now
+        return dt
+
+
+def pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> int:
+    """The next token from one position's logits [V]: argmax at temperature 0, else a seeded draw."""
+    if temperature <= 0:
+        return int(logits.argmax())
+    return sample_token(target_probs(logits, temperature, top_p), generator)
+
+
+def check_room(target: Target, inputs: TargetInputs, max_new_tokens: int) -> None:
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    limit = target.text_config.max_position_embeddings
+    need = inputs.length + inputs.rope_delta + max_new_tokens
+    if need > limit:
+        raise ValueError(
+            f"The prompt ({inputs.length} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the target's "
+            f"context of {limit} positions; shorten the prompt or lower max_new_tokens to {max(limit - need + max_new_tokens, 0)}."
+        )
+
+
+def prefill(target: Target, inputs: TargetInputs, capacity: int):
+    """Run the prompt; return the cache (prompt committed) and f, the last hidden states [1, T, D]."""
+    cache = target.new_cache(capacity)
+    f = target.forward(inputs.inputs_embeds, inputs.position_ids, cache)
+    cache.commit(inputs.length)
+    return cache, f
+
+
+def _finish(tokens: list[int], eos: frozenset, max_new_tokens: int) -> tuple[list[int], bool]:
+    """Cut at the first EOS (kept, as transformers does) or at max_new_tokens; say whether done."""
+    for i, t in enumerate(tokens[:max_new_tokens]):
+        if t in eos:
+            return tokens[: i + 1], True
+    return tokens[:max_new_tokens], len(tokens) >= max_new_tokens
+
+
+@torch.inference_mode()
+def decode_vanilla(target: Target, inputs: TargetInputs, max_new_tokens: int, temperature: float = 0.0,
+                   top_p: float = 1.0, generator: torch.Generator | None = None) -> tuple[list[int], dict]:
+    check_room(target, inputs, max_new_tokens)
+    clock = Clock(target.device)
+    cache, f = prefill(target, inputs, inputs.length + max_new_tokens)
+    token = pick(target.logits(f[0, -1]), temperature, top_p, generator)
+    prefill_s = clock.lap()
+    tokens = [token]
+    offset = torch.zeros(1, dtype=torch.long, device=target.device)
+    ids = torch.empty(1, 1, dtype=torch.long, device=target.device)
+    while token not in target.eos_token_ids and len(tokens) < max_new_tokens:
+        ids.fill_(token)
+        f = target.forward(target.embed(ids), target.positions(cache.length, offset, inputs.rope_delta), cache)
+        cache.commit(1)
+        token = pick(target.logits(f[0, -1]), temperature, top_p, generator)
+        tokens.append(token)
+    decode_s = clock.lap()
+    return tokens, dict(prefill_time_s=prefill_s, decode_time_s=decode_s, cycles=len(tokens) - 1,
+                        accept_lengths=[], tau=0.0)
+
+
+@torch.inference_mode()
+def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_tokens: int,
+                       temperature: float = 0.0, top_p: float = 1.0, generator: torch.Generator | None = None,
+                       total_tokens: int = 30, depth: int = 3, top_k: int = 8) -> tuple[list[int], dict]:
+    """Draft a tree, verify it in one target forward, keep the accepted path and the bonus token."""
+    check_room(target, inputs, max_new_tokens)
+    clock = Clock(target.device)
+    capacity = inputs.length + max_new_tokens + total_tokens
+    cache, f = prefill(target, inputs, capacity)
+    root = pick(target.logits(f[0, -1]), temperature, top_p, generator)
+    prefill_s = clock.lap()
+
+    session = draft.begin(target, inputs, capacity)
+    next_embeds = torch.cat([inputs.inputs_embeds[:, 1:], target.embed(torch.tensor([[root]], device=target.device))], 1)
+    session.extend(f, torch.cat([inputs.input_ids[0, 1:], torch.tensor([root], device=target.device)]), next_embeds)
+    begin_s = clock.lap()
+
+    tokens, accept_lengths, draft_s, verify_s = [root], [], 0.0, 0.0
+    done = root in target.eos_token_ids or max_new_tokens == 1
+    while not done:
+        tree = draft_tree(session, root, total_tokens, depth, top_k, device=target.device)
+        draft_s += clock.lap()
+        positions = target.positions(cache.length, tree.depths, inputs.rope_delta)
+        f = target.forward(target.embed(tree.tokens)[None], positions, cache, tree.mask)   # [1, n, D]
+        logits = target.logits(f[0])                                                       # [n, V]
+        if temperature <= 0:
+            acc = accept_greedy(tree, logits)
+        else:
+            acc = accept_sampling(tree, logits, temperature, generator, top_p)
+        cache.commit(len(tree.tokens), acc.nodes)
+        accept_lengths.append(acc.accept_length)
+        new = tree.tokens[acc.nodes[1:]].tolist() + [acc.bonus_token]
+        tokens, done = _finish(tokens + new, target.eos_token_ids, max_new_tokens)
+        root = acc.bonus_token
+        if not done:
+            # the draft's next pairs: (f at each accepted node, the token that follows it)
+            session.extend(f[:, acc.nodes], torch.tensor(new, device=target.device))
+        verify_s += clock.lap()
+    return tokens, dict(prefill_time_s=prefill_s + begin_s, decode_time_s=draft_s + verify_s,
+                        draft_time_s=draft_s, verify_time_s=verify_s, cycles=len(accept_lengths),
+                        accept_lengths=accept_lengths,
+                        tau=sum(accept_lengths) / len(accept_lengths) if accept_lengths else 0.0)
+
+
+def generate(target: Target, prompt: str, images=None, draft=None, max_new_tokens: int = 128,
+             temperature: float = 0.0, seed: int = 0, top_p: float = 1.0, total_tokens: int = 30,
+             depth: int = 3, top_k: int = 8) -> Generation:
+    """Answer a prompt about images; with a draft, by speculative decoding (lossless), else token by token.
+
+    tau in `stats` is the mean number of accepted draft tokens per draft-verify cycle, bonus token
+    not counted (the paper's convention).
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    clock = Clock(target.device)
+    inputs = target.prepare(prompt, images)
+    prepare_s = clock.lap()
+    if draft is None:
+        tokens, stats = decode_vanilla(target, inputs, max_new_tokens, temperature, top_p, generator)
+    else:
+        tokens, stats = decode_speculative(target, draft, inputs, max_new_tokens, temperature, top_p, generator,
+                                           total_tokens, depth, top_k)
+    wall = clock.lap() + prepare_s
+    stats.update(new_tokens=len(tokens), wall_time_s=wall, prepare_time_s=prepare_s,
+                 tokens_per_s=len(tokens) / max(stats["decode_time_s"] + stats["prefill_time_s"], 1e-9),
+                 method="vanilla" if draft is None else getattr(draft.config, "kind", type(draft).__name__))
+    return Generation(tokens, inputs.input_ids[0].tolist(), target.decode_text(tokens), stats)
