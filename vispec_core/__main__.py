@@ -1,0 +1,73 @@
+"""Command line: `python -m vispec_core generate|bench ...` (--json for machine-readable output)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="default", help="'default', 'tiny:llava_next', 'tiny:qwen2_5_vl' or a checkpoint folder")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the target's own)")
+
+
+def add_tree_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--total-tokens", type=int, default=30, help="tree size, root included (paper: 30)")
+    p.add_argument("--depth", type=int, default=3, help="draft passes = maximum accepted draft tokens per cycle (paper: 3)")
+    p.add_argument("--top-k", type=int, default=8, help="children per expanded node (paper: 8)")
+
+
+def cmd_generate(args) -> int:
+    from . import generate, load_draft, load_target
+
+    target = load_target(args.target, device=args.device, dtype=args.dtype)
+    draft = load_draft(args.draft, target=target) if args.draft else None
+    gen = generate(target, args.prompt, images=args.image, draft=draft, max_new_tokens=args.max_new_tokens,
+                   temperature=args.temperature, seed=args.seed, top_p=args.top_p,
+                   total_tokens=args.total_tokens, depth=args.depth, top_k=args.top_k)
+    if args.json:
+        print(json.dumps({"text": gen.text, "token_ids": gen.token_ids, "prompt_ids": gen.prompt_ids,
+                          "stats": gen.stats}))
+    else:
+        print(gen.text)
+        s = gen.stats
+        print(f"\n[{s['method']}] {s['new_tokens']} tokens in {s['wall_time_s']:.2f} s "
+              f"({s['tokens_per_s']:.1f} tokens/s), tau {s['tau']:.2f}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vispec_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="answer a prompt about images, optionally with a draft")
+    add_target_args(g)
+    g.add_argument("--prompt", required=True, help="the user prompt; '<image>' marks where each image goes")
+    g.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
+    g.add_argument("--draft", default=None, help="'vispec', 'eagle2', 'medusa', 'random:<kind>' or a draft folder; none = plain decoding")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    add_tree_args(g)
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.set_defaults(func=cmd_generate)
+
+    try:
+        from .bench import add_bench_parser
+    except ImportError:
+        pass
+    else:
+        add_bench_parser(sub, add_target_args, add_tree_args)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
