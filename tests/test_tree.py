@@ -65,6 +65,7 @@ def check_structure(tree):
     parents, depths = tree.parents.tolist(), tree.depths.tolist()
     scores = tree.scores.tolist()
     assert parents[0] == -1 and depths[0] == 0 and scores[0] == 0 and tree.tokens[0] == ROOT
+    assert depths == sorted(depths)  # level order
     for i in range(1, n):
         assert 0 <= parents[i] < i
         assert depths[i] == depths[parents[i]] + 1

@@ -161,5 +161,5 @@ def generate(target: Target, prompt: str, images=None, draft=None, max_new_token
     wall = clock.lap() + prepare_s
     stats.update(new_tokens=len(tokens), wall_time_s=wall, prepare_time_s=prepare_s,
                  tokens_per_s=len(tokens) / max(stats["decode_time_s"] + stats["prefill_time_s"], 1e-9),
-                 method="vanilla" if draft is None else getattr(draft.config, "kind", type(draft).__name__))
+                 method="vanilla" if draft is None else getattr(getattr(draft, "config", None), "kind", type(draft).__name__))
     return Generation(tokens, inputs.input_ids[0].tolist(), target.decode_text(tokens), stats)

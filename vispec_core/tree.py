@@ -13,7 +13,7 @@ import torch
 
 @dataclass
 class DraftTree:
-    """A reranked draft tree; nodes are numbered so that parents come before children."""
+    """A reranked draft tree, numbered level by level (depth, then generation order): parents first."""
 
     tokens: torch.LongTensor    # [n]; tokens[0] = root token
     parents: torch.LongTensor   # [n]; parents[0] = -1, parents[i] < i
