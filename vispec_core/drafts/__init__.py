@@ -1,0 +1,51 @@
+"""Drafts: ViSpec, EAGLE-2 and Medusa, all `transformers.PreTrainedModel`s sharing the target's frozen
+embedding and LM head. `load_draft(spec, target)` is the one way in."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import DraftModel, DraftOutput
+from .config import KINDS, DraftConfig
+from .eagle2 import Eagle2Draft
+from .medusa import MedusaDraft, MedusaSession
+from .vispec import DraftSession, GlobalInjection, ViSpecDraft, VisionAdaptor, video_global_feature
+
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "drafts"
+
+__all__ = ["DraftConfig", "DraftModel", "DraftOutput", "DraftSession", "Eagle2Draft", "GlobalInjection",
+           "KINDS", "MedusaDraft", "MedusaSession", "ViSpecDraft", "VisionAdaptor", "load_draft",
+           "shipped_path", "video_global_feature"]
+
+
+def shipped_path(target, kind: str) -> Path:
+    return SHIPPED / target.family / kind
+
+
+def load_draft(spec: str, target, seed: int = 0, **overrides) -> DraftModel:
+    """"random:<kind>" (untrained, seed-deterministic; overrides set DraftConfig fields such as
+    num_compressed), "<kind>" (the trained draft shipped for this target under
+    data/drafts/<family>/<kind>/) or a folder written by save_pretrained. The draft follows the
+    target's device and dtype and shares its embedding and LM head."""
+    if spec.startswith("random:"):
+        kind = spec.split(":", 1)[1]
+        if kind not in KINDS:
+            raise ValueError(f"Unknown draft kind {kind!r} in {spec!r}; choose one of {KINDS}.")
+        return DraftModel.random(target, kind, seed=seed, **overrides)
+    if overrides:
+        raise ValueError(f"Overrides {sorted(overrides)} only apply to random drafts; a saved draft keeps its config.")
+    if spec in KINDS:
+        path = shipped_path(target, spec)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"No trained {spec} draft is shipped for target family {target.family!r} (looked in {path}). "
+                f"Train one with vispec_core's trainer and save it there with draft.save_pretrained(...), "
+                f"or use load_draft('random:{spec}', target) for an untrained draft.")
+    else:
+        path = Path(spec)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{spec!r} is neither a draft kind {KINDS}, 'random:<kind>', nor a folder "
+                                    "with a saved draft (config.json + model.safetensors).")
+    config = DraftConfig.from_pretrained(path)
+    config.check_target(target)                  # before any weight is read
+    model = DraftModel._kinds[config.kind].from_pretrained(path, config=config, dtype=target.dtype)
+    return model.to(target.device).eval().attach(target)

@@ -1,0 +1,67 @@
+"""The draft's one decoder layer: the target's own decoder-layer class (Llama-style for LLaVA-NeXT and
+the default VLM, Qwen2-style for Qwen2.5-VL) built from a one-layer copy of its text config, without
+the input layernorm (as EAGLE: the input is already a projection of (e, f)) and without a final norm.
+
+The attention runs here, not in the HF layer's forward, so that the same code serves the session (a
+preallocated KV cache and a tree mask) and training (whole sequences, unrolled steps)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..kv_cache import KVCache
+from ..targets.base import rotate_half
+
+
+class DraftDecoderLayer(nn.Module):
+    def __init__(self, layer_config, layer_class: type, rotary_class: type):
+        super().__init__()
+        hf = layer_class(layer_config, 0)
+        # Keep the HF layer's parameter names (self_attn.q_proj, mlp.gate_proj, ...) minus input_layernorm.
+        self.self_attn = hf.self_attn
+        self.mlp = hf.mlp
+        self.post_attention_layernorm = hf.post_attention_layernorm
+        self.rotary_emb = rotary_class(config=layer_config)
+        self.num_heads = layer_config.num_attention_heads
+        self.num_kv_heads = layer_config.num_key_value_heads
+        self.head_dim = self.self_attn.head_dim
+
+    def new_cache(self, capacity: int, dtype: torch.dtype, device) -> KVCache:
+        return KVCache(1, self.num_kv_heads, self.head_dim, capacity, dtype, device)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.LongTensor, cache: KVCache | None = None,
+                mask: torch.BoolTensor | None = None, past: list[tuple[torch.Tensor, torch.Tensor]] = ()):
+        """x: [1, n, D] draft inputs (fc(cat(e, f))); position_ids [1, n] or [3, 1, n].
+
+        Keys: the cache's committed prefix (cache given; the new keys are written after it, left
+        uncommitted) or the `past` keys of earlier unrolled steps, then the n new ones. mask
+        [n, keys] says which keys each new token sees; None: every earlier key and causal among the
+        new tokens. Returns h [1, n, D] and this call's (k, v) ([kv_heads, n, hd] each)."""
+        n = x.shape[1]
+        attn = self.self_attn
+        cos, sin = self.rotary_emb(x, position_ids)                  # [1, n, hd]
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        q = attn.q_proj(x).view(1, n, self.num_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = (k * cos + rotate_half(k) * sin)[0]                      # [kv_heads, n, hd]
+        v = v[0]
+        if cache is not None:
+            keys, values = cache.write(0, k, v)
+        else:
+            keys = torch.cat([p[0] for p in past] + [k], dim=1)
+            values = torch.cat([p[1] for p in past] + [v], dim=1)
+        prefix = keys.shape[1] - n
+        is_causal = False
+        if mask is None and prefix > 0 and n > 1:
+            mask = torch.ones(n, prefix + n, dtype=torch.bool, device=x.device)
+            mask[:, prefix:] = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        elif mask is None and n > 1:
+            is_causal = True
+        o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask, is_causal=is_causal,
+                                           scale=attn.scaling, enable_gqa=self.num_heads != self.num_kv_heads)
+        h = x + attn.o_proj(o.transpose(1, 2).reshape(1, n, -1))
+        h = h + self.mlp(self.post_attention_layernorm(h))
+        return h, (k, v)
