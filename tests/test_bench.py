@@ -1,0 +1,290 @@
+"""The benchmark: records, resume, paired speedup, exactness across methods, the tree search's offline
+tau estimate against real runs, report tables, and bad input. Tiny fp32 targets, random drafts."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vispec_core.__main__ import main
+from vispec_core.bench import hf_generate, parse_methods, parse_temperatures
+from vispec_core.decode import decode_speculative, decode_vanilla
+from vispec_core.report import paired, summarise, write_report
+from vispec_core.tasks import TASKS, parse_tasks, task_prompts
+from vispec_core.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_tau, parse_tree, search_tree
+
+from conftest import tiny_target
+
+METHODS = "vanilla,hf,hf_prompt_lookup,medusa,eagle2,vispec"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two threads on a shared 2-core CPU make OpenMP wait; one keeps these tests quick."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def bench_args(out, **over):
+    opts = dict(target="tiny:llava_next", methods=METHODS, tasks="text,caption", temperature="0,1",
+                n_prompts="1", max_new_tokens="6", drafts="random", dtype="float32", out=str(out))
+    opts.update(over)
+    return ["bench"] + [x for k, v in opts.items() for x in (f"--{k.replace('_', '-')}", v)]
+
+
+@pytest.fixture(scope="module")
+def bench_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "tiny.jsonl"
+    assert main(bench_args(out)) == 0
+    return out
+
+
+def runs_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if json.loads(line)["type"] == "run"]
+
+
+def test_records_have_every_field(bench_file):
+    lines = [json.loads(line) for line in bench_file.read_text().splitlines()]
+    header = lines[0]
+    assert header["type"] == "header"
+    for k in ("config", "git_commit", "versions", "device", "dtype", "threads"):
+        assert k in header
+    assert header["versions"]["torch"] == torch.__version__ and header["dtype"] == "float32"
+    runs = runs_of(bench_file)
+    assert len(runs) == 6 * 2 * 2                       # methods x prompts x temperatures
+    for r in runs:
+        for k in ("task", "prompt_id", "method", "temperature", "seed", "new_tokens", "wall_time_s",
+                  "prefill_time_s", "decode_time_s", "tau", "accept_lengths", "peak_memory", "tree",
+                  "same_as_vanilla", "first_divergence", "tokens"):
+            assert k in r, k
+        assert r["new_tokens"] == len(r["tokens"]) >= 1
+        assert r["wall_time_s"] > 0 and r["peak_memory"]["bytes"] > 0
+        assert "rss" in r["peak_memory"]["kind"]        # CPU: labelled as the process's max RSS
+        assert (r["tree"] is not None) == (r["method"] in ("medusa", "eagle2", "vispec"))
+        if r["tree"]:
+            assert r["tree"]["label"] == "30/3/8" and r["tree"]["source"] == "paper"
+            assert len(r["accept_lengths"]) == r["cycles"]
+    # same seed for every method on a prompt
+    seeds = {(r["prompt_id"], r["temperature"]): set() for r in runs}
+    for r in runs:
+        seeds[(r["prompt_id"], r["temperature"])].add(r["seed"])
+    assert all(len(s) == 1 for s in seeds.values())
+
+
+def test_every_method_gives_vanillas_tokens_at_temperature_0_in_fp32(bench_file):
+    runs = [r for r in runs_of(bench_file) if r["temperature"] == 0]
+    by_prompt = {}
+    for r in runs:
+        by_prompt.setdefault(r["prompt_id"], {})[r["method"]] = r["tokens"]
+    for pid, toks in by_prompt.items():
+        assert len(toks) == 6
+        assert all(t == toks["vanilla"] for t in toks.values()), pid
+    for r in runs:
+        if r["method"] != "vanilla":
+            assert r["same_as_vanilla"] is True and r["first_divergence"] is None
+
+
+def test_rerun_skips_done_records_and_refuses_other_settings(bench_file, capsys):
+    before = bench_file.read_text()
+    with bench_file.open("a") as f:
+        f.write('{"type": "run", "task": "te')            # a run killed mid-write
+    assert main(bench_args(bench_file)) == 0
+    assert bench_file.read_text() == before              # the stub dropped, nothing re-run
+    assert main(bench_args(bench_file, max_new_tokens="7")) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_speedup_is_paired_per_prompt():
+    # vanilla: 1 s/token on prompt a, 3 s/token on prompt b; the method: 0.5 and 3 -> ratios 2 and 1
+    recs = []
+    for pid, v, m in (("a", 1.0, 0.5), ("b", 3.0, 3.0)):
+        for method, tpt in (("vanilla", v), ("vispec", m)):
+            recs.append(dict(type="run", task="t", prompt_id=pid, temperature=0.0, variant=method, method=method,
+                             time_per_token_s=tpt, new_tokens=10, decode_time_s=9 * tpt, tokens_per_s=1 / tpt, tau=1.0, tree=None,
+                             same_as_vanilla=True if method != "vanilla" else None))
+    runs = paired(recs)
+    assert sorted(runs[runs["method"] == "vispec"]["speedup"]) == [1.0, 2.0]
+    row = summarise(recs).query("variant == 'vispec' and task == 'all'").iloc[0]
+    assert row["median_speedup"] == pytest.approx(1.5)          # median of paired ratios
+    assert row["median_speedup"] != pytest.approx(2.0 / 1.75)   # not a ratio of pooled means
+    assert row["speedup_q25"] == pytest.approx(1.25) and row["speedup_q75"] == pytest.approx(1.75)
+    assert row["median_decode_speedup"] == pytest.approx(1.5)
+
+
+def test_report_tables_and_figure(bench_file, tmp_path):
+    written = write_report(bench_file, tmp_path)
+    csv = tmp_path / "tables" / f"{bench_file.stem}_summary.csv"
+    assert csv in written and (tmp_path / "tables" / f"{bench_file.stem}_summary.md").is_file()
+    assert (tmp_path / "figures" / f"{bench_file.stem}_length_vs_speedup.png").stat().st_size > 1000
+    df = pd.read_csv(csv)
+    for col in ("variant", "task", "temperature", "median_tau", "median_speedup", "speedup_q25", "speedup_q75",
+                "median_decode_speedup", "tokens_per_s", "prompts"):
+        assert col in df.columns
+    assert len(df) == 6 * 3 * 2                           # variants x (2 tasks + all) x temperatures
+    assert set(df["task"]) == {"text", "caption", "all"}
+    for col in ("median_tau", "median_speedup", "median_decode_speedup", "tokens_per_s"):
+        assert np.isfinite(df[col]).all()
+    assert (df[df["variant"] == "vanilla"]["median_speedup"] == 1.0).all()
+
+
+@pytest.mark.parametrize("family", ["llava_next", "qwen2_5_vl"])
+def test_hf_generate_sees_the_same_prompt_and_matches_vanilla(family, photos):
+    target = tiny_target(family)
+    prompt = "Describe it. Describe it, describe it."
+    inputs = target.prepare(prompt, [photos["rocket"]])
+    greedy, _ = decode_vanilla(target, inputs, 20)
+    for lookup in (False, True):        # prompt lookup: its first step would copy image placeholders
+        tokens, stats = hf_generate(target, prompt, [photos["rocket"]], 20, 0.0, 1.0, 0, prompt_lookup=lookup)
+        assert stats["prompt_tokens"] == inputs.length
+        assert tokens == greedy
+        assert stats["prefill_time_s"] > 0 and stats["decode_time_s"] > 0
+    tokens, _ = hf_generate(target, prompt, [photos["rocket"]], 20, 1.0, 1.0, 0)
+    assert len(tokens) == 20
+
+
+# -- the tree search ------------------------------------------------------------------------------
+class OracleDraft:
+    """A draft that knows the target's greedy answer and ranks its next token 1st, 2nd, 4th or 7th
+    depending on the position (random log-probs elsewhere): acceptance is rich and known to be
+    path-dependent, yet deterministic."""
+
+    RANKS = (0, 0, 1, 3, 0, 6, 0)
+
+    def __init__(self, script, vocab):
+        self.script, self.vocab = script, vocab
+
+    def begin(self, target, inputs, capacity):
+        return OracleSession(self)
+
+
+class OracleSession:
+    def __init__(self, draft):
+        self.draft, self.generated, self.extends, self.paths = draft, 0, 0, []
+
+    def extend(self, f, next_ids, next_embeds=None):
+        self.generated += 1 if self.extends == 0 else len(next_ids)
+        self.extends += 1
+
+    def _logprobs(self, path):
+        d, at = self.draft, self.generated + len(path)
+        g = torch.Generator().manual_seed(hash((at,) + tuple(path)) % 2**31)
+        logits = torch.randn(d.vocab, generator=g)
+        if at < len(d.script) and list(path) == d.script[self.generated:at]:
+            rank = OracleDraft.RANKS[at % len(OracleDraft.RANKS)]
+            for r in range(rank):
+                logits[(d.script[at] + 1 + r) % d.vocab] = 9.0 - 1.5 * r
+            logits[d.script[at]] = 9.0 - 1.5 * rank
+        return logits.log_softmax(-1)
+
+    def expand(self, tokens, parents, depth):
+        if depth == 0:
+            self.paths = [()]
+        else:
+            self.paths += [self.paths[p] + (t,) for t, p in zip(tokens.tolist(), parents.tolist())]
+        return torch.stack([self._logprobs(p) for p in self.paths[-len(tokens):]])
+
+
+@pytest.mark.parametrize("family", ["llava_next", "qwen2_5_vl"])
+def test_offline_tau_estimate_equals_real_runs(family):
+    target = tiny_target(family)
+    prompts = task_prompts("caption", 1, seed=3)
+    n = 24
+    inputs = target.prepare(prompts[0].prompt, prompts[0].images)
+    greedy, _ = decode_vanilla(target, inputs, n + 8)
+    draft = OracleDraft(greedy, target.vocab_size)
+    cal = calibrate(target, draft, prompts, n, depths=(1, 2, 3, 4), top_ks=(1, 2, 4, 8), max_total=30)
+    assert cal.ys[0] == greedy[:len(cal.ys[0])]
+    taus = []
+    for config in (TreeConfig(30, 3, 8), TreeConfig(4, 2, 2), TreeConfig(8, 4, 4), TreeConfig(12, 3, 1),
+                   TreeConfig(2, 1, 8)):
+        tokens, stats = decode_speculative(target, draft, inputs, n, total_tokens=config.total_tokens,
+                                           depth=config.depth, top_k=config.top_k)
+        assert tokens == greedy[:n]
+        tau, lengths = estimate_tau(cal, config)
+        assert lengths == [stats["accept_lengths"]], config
+        assert tau == pytest.approx(stats["tau"])
+        taus.append(tau)
+    assert max(taus) > 1 and len(set(taus)) > 2          # the check has teeth: trees differ in tau
+
+
+@pytest.mark.parametrize("kind", ["medusa", "vispec"])
+def test_offline_estimate_matches_real_drafts(kind):
+    """Real (random) drafts see the target's f: from single-token forwards in calibration, from the tree
+    forward in decoding; in fp32 both give the same trees, so the same accept lengths."""
+    from vispec_core import load_draft
+
+    target = tiny_target("llava_next")
+    draft = load_draft(f"random:{kind}", target=target)
+    prompts = task_prompts("caption", 1, seed=3)
+    cal = calibrate(target, draft, prompts, 24, depths=(3,), top_ks=(8,), max_total=30)
+    inputs = target.prepare(prompts[0].prompt, prompts[0].images)
+    _, stats = decode_speculative(target, draft, inputs, 24)
+    assert estimate_tau(cal, PAPER_TREE)[1] == [stats["accept_lengths"]]
+
+
+def test_search_tree_returns_a_valid_config():
+    target = tiny_target("llava_next")
+    from vispec_core import load_draft
+
+    draft = load_draft("random:medusa", target=target)        # 3 heads: depth at most 3
+    result = search_tree(target, draft, task_prompts("text", 1), 6, depths=(1, 2, 3, 4), top_ks=(1, 4, 8),
+                         totals=(2, 8, 30), verify_sizes=(1, 8, 30), repeats=1)
+    c = result["chosen"]
+    assert 2 <= c["total_tokens"] <= 30 and 1 <= c["depth"] <= 3 and c["top_k"] in (1, 4, 8)
+    assert c["tokens_per_s"] == max(r["tokens_per_s"] for r in result["candidates"])
+    assert result["paper"]["label"] == PAPER_TREE.label
+    assert all(np.isfinite(r["speedup"]) and r["tau"] >= 0 for r in result["candidates"])
+    assert set(result["verify_curve_s"]) == {"1", "8", "30"}
+    assert set(result["draft_pass_s"]) == {"1", "4", "8"} and all(t > 0 for t in result["draft_pass_s"].values())
+
+
+def test_tree_auto_runs_both_trees(tmp_path):
+    out = tmp_path / "auto.jsonl"
+    assert main(bench_args(out, methods="vanilla,eagle2", tasks="text", temperature="0", max_new_tokens="4",
+                           tree="auto", calibration_tokens="4")) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    search = [r for r in lines if r["type"] == "tree_search"]
+    assert len(search) == 1 and search[0]["method"] == "eagle2"
+    variants = {r["variant"]: r for r in lines if r["type"] == "run"}
+    assert set(variants) == {"vanilla", "eagle2", "eagle2@auto"}
+    assert variants["eagle2@auto"]["tree"]["label"] == search[0]["chosen"]["label"]
+    assert variants["eagle2"]["tree"]["label"] == "30/3/8"
+    written = write_report(out, tmp_path)
+    assert tmp_path / "tables" / "auto_trees.csv" in written
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def test_parsers():
+    assert parse_temperatures("0,1") == [0.0, 1.0] and parse_temperatures("0.7") == [0.7]
+    assert parse_methods("vanilla, vispec") == ["vanilla", "vispec"]
+    assert parse_tasks("all") == list(TASKS) and parse_tasks("ocr,vqa") == ["ocr", "vqa"]
+    assert parse_tree("auto") == "auto" and parse_tree(None) == PAPER_TREE and parse_tree("16/4/4") == TreeConfig(16, 4, 4)
+    for bad, fn in (("0,x", parse_temperatures), ("-1", parse_temperatures), ("", parse_temperatures),
+                    ("vanila", parse_methods), ("vqa,coco", parse_tasks), ("30/3", parse_tree),
+                    ("a/b/c", parse_tree), ("1/3/8", parse_tree), ("30/0/8", parse_tree)):
+        with pytest.raises(ValueError):
+            fn(bad)
+
+
+@pytest.mark.parametrize("over, message", [(dict(methods="vanilla,eagle"), "Unknown method"),
+                                           (dict(tasks="text,coco"), "Unknown task"),
+                                           (dict(tree="30-3-8"), "--tree must be"),
+                                           (dict(temperature="zero"), "--temperature"),
+                                           (dict(n_prompts="0"), "--n-prompts")])
+def test_bad_input_gives_a_clear_error(tmp_path, capsys, over, message):
+    assert main(bench_args(tmp_path / "x.jsonl", **over)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_tasks_are_deterministic_and_held_out():
+    for task in TASKS:
+        a, b = task_prompts(task, 2, seed=5), task_prompts(task, 2, seed=5)
+        assert [p.prompt_id for p in a] == [p.prompt_id for p in b] and len(a) == 2
+        assert [np.asarray(i).sum() for p in a for i in p.images] == [np.asarray(i).sum() for p in b for i in p.images]
+    assert all(p.meta["scene_seed"] >= 1_000_000 for p in task_prompts("caption", 3) + task_prompts("ocr", 3))
+    assert all("OCR" in p.prompt for p in task_prompts("ocr", 2))
+    assert all(p.prompt.endswith("Please answer with an explanation.") for p in task_prompts("vqa", 3))

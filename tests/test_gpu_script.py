@@ -1,0 +1,46 @@
+"""scripts/gpu_check.py at its CPU self-test shape (--small), so the GPU script cannot rot."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_small_run_measures_every_phase(gpu_check, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = gpu_check.main(["--small", "--out", str(tmp_path), "--bench-tasks", "text", "--bench-prompts", "1",
+                               "--bench-tokens", "4", "--bench-temperatures", "0"])
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "gpu_check_small.json").read_text())
+    assert code == 0, report
+    assert report["small"] is True and report["device"] == "cpu"
+    assert not (tmp_path / "gpu_check.json").exists()          # never a GPU-named file from a CPU run
+    assert report["bandwidth"]["bytes_per_s"] > 0
+    v = report["vanilla_vs_floor"]
+    assert v["weight_bytes"] == sum(p * 2 for p in [1000 * 64 * 2, 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64), 64])
+    for k in ("floor_token_s", "ours_token_s", "hf_generate_token_s", "ours_over_floor"):
+        assert math.isfinite(v[k]) and v[k] > 0
+    assert set(report["verify_curve"]["seconds"]) >= {"1", "8", "30", "64"}
+    assert (tmp_path / "bench_small.jsonl").is_file() and (tmp_path / "tables" / "bench_small_summary.csv").is_file()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_refuses_gpu_figures_without_a_gpu(gpu_check, tmp_path, capsys):
+    assert gpu_check.main(["--out", str(tmp_path / "gpu")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "gpu").exists()

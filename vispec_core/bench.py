@@ -1,0 +1,418 @@
+"""The side-by-side benchmark: every method on every prompt, interleaved, one JSONL record per run.
+
+    python -m vispec_core bench --target default --methods vanilla,hf,hf_prompt_lookup,medusa,eagle2,vispec \\
+        --tasks all --temperature 0,1 --n-prompts 10 --max-new-tokens 256 --out results/raw/default.jsonl
+
+Methods: `vanilla` (our token-by-token decoder), `hf` (transformers' own `generate` on the same model),
+`hf_prompt_lookup` (its `prompt_lookup_num_tokens=10`), and the drafts `medusa`, `eagle2`, `vispec`
+(EAGLE-2 dynamic tree, lossless verification). `--tree auto` searches a tree for this device per draft
+(tree_search.py) and runs it as '<draft>@auto' beside the paper's 30/3/8.
+
+Fairness rules (the official code's measurement flaws, REFERENCES.md, are what they guard against):
+the same prompt ids and images for every method, the same max_new_tokens, the same stop rule (the
+target's eos_token_ids, given to transformers' `generate` explicitly), token counts taken from token
+ids (never re-tokenised text), the device synchronised around every timed region, warm-ups first, and
+the method order rotated from prompt to prompt. Timed: prompt preparation (image encoding included)
+to the last token, for every method. At temperature 0 each record says whether its tokens equal
+vanilla's and, if not, where they first differ (bf16 near-ties can flip; this is reported, not hidden).
+Rerunning the same command skips the records already in the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
+from .tree_search import PAPER_TREE, TreeConfig, parse_tree, search_tree
+
+METHODS = ("vanilla", "hf", "hf_prompt_lookup", "medusa", "eagle2", "vispec")
+SPECULATIVE = ("medusa", "eagle2", "vispec")
+FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree", "drafts")   # must match to resume
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A method as benchmarked: speculative methods carry their tree ('vispec@auto' for the searched one)."""
+    name: str
+    method: str
+    tree: TreeConfig | None = None
+    tree_source: str | None = None      # 'paper', 'given' or 'auto'
+
+
+def parse_methods(spec: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise ValueError(f"Unknown method(s) {bad or spec!r}; choose from {', '.join(METHODS)}.")
+    return list(dict.fromkeys(names))
+
+
+def parse_temperatures(spec: str) -> list[float]:
+    try:
+        temps = [float(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--temperature takes comma-separated numbers such as '0,1', got {spec!r}.") from None
+    if not temps or any(t < 0 or t != t for t in temps):
+        raise ValueError(f"--temperature needs one or more numbers >= 0 (0 = greedy), got {spec!r}.")
+    return list(dict.fromkeys(temps))
+
+
+# -- transformers' own generate -----------------------------------------------------------------
+class _Stamps:
+    """A `generate` streamer that timestamps every batch of new tokens (device synchronised)."""
+
+    def __init__(self, sync, prompt_len: int):
+        self.sync, self.prompt_len, self.times, self.counts = sync, prompt_len, [], []
+
+    def put(self, value):
+        if not self.counts and not self.times and value.shape[-1] == self.prompt_len:
+            self.prompt_len = -1                 # the prompt itself, put once before the first forward
+            return
+        self.sync()
+        self.times.append(time.perf_counter())
+        self.counts.append(int(value.numel()))
+
+    def end(self):
+        pass
+
+
+def _first_step_no_candidates(prompt_len: int):
+    """transformers 5.x verifies prompt-lookup candidates wrongly in the first (prefill) step of a VLM
+    prompt: LLaVA counts copied image placeholders as extra image tokens, and with `inputs_embeds` the
+    candidates are dropped from the forward. Its lookup tests candidates by running the logits
+    processors on all-ones logits; this processor forbids every candidate there in the first step
+    only and leaves real logits untouched, so the first step is a plain prefill."""
+    from transformers import LogitsProcessor
+
+    class NoFirstStepCandidates(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] <= prompt_len and bool((scores == 1).all()):
+                return torch.full_like(scores, -float("inf"))
+            return scores
+
+    return NoFirstStepCandidates()
+
+
+def hf_generate(target, prompt: str, images, max_new_tokens: int, temperature: float, top_p: float,
+                seed: int, prompt_lookup: bool = False) -> tuple[list[int], dict]:
+    """transformers' `generate` on the same model, prompt and images: for LLaVA-NeXT / Qwen2.5-VL the
+    processor's outputs, for the default target the LM with the prepared `inputs_embeds` (+ `input_ids`
+    for prompt lookup to search). Neutral sampling settings are set explicitly, so a checkpoint's own
+    generation_config (repetition penalty, top-k) cannot change the distribution."""
+    from transformers import LogitsProcessorList
+
+    from .images import interleave, load_images
+
+    sync = torch.cuda.synchronize if target.device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    if target.family == "default":
+        inputs = target.prepare(prompt, images)
+        model = target.model.lm
+        kwargs = dict(input_ids=inputs.input_ids, inputs_embeds=inputs.inputs_embeds,
+                      attention_mask=torch.ones_like(inputs.input_ids))
+    else:
+        images = load_images(images)
+        text = target.processor.apply_chat_template([{"role": "user", "content": interleave(prompt, len(images))}],
+                                                    add_generation_prompt=True, tokenize=False)
+        enc = target.processor(images=images or None, text=text, return_tensors="pt")
+        model = target.model
+        kwargs = {k: v.to(target.device, target.dtype) if v.is_floating_point() else v.to(target.device)
+                  for k, v in enc.items()}
+    prompt_len = kwargs["input_ids"].shape[1]
+    sync()
+    prepare_s = time.perf_counter() - t0
+    stamps = _Stamps(sync, prompt_len)
+    eos = sorted(target.eos_token_ids)
+    options = dict(max_new_tokens=max_new_tokens, min_new_tokens=0, eos_token_id=eos, pad_token_id=eos[0],
+                   do_sample=temperature > 0, repetition_penalty=1.0, no_repeat_ngram_size=0, num_beams=1,
+                   streamer=stamps)
+    if temperature > 0:
+        options.update(temperature=temperature, top_p=top_p, top_k=0)     # top_k=0: no default top-50 cut
+    if prompt_lookup:
+        options.update(prompt_lookup_num_tokens=10,
+                       logits_processor=LogitsProcessorList([_first_step_no_candidates(prompt_len)]))
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(**kwargs, **options)
+    sync()
+    end = time.perf_counter()
+    tokens = out[0, prompt_len:].tolist()
+    first = stamps.times[0] if stamps.times else end
+    accept = [c - 1 for c in stamps.counts[1:]] if prompt_lookup else []
+    return tokens, dict(wall_time_s=end - t0, prepare_time_s=prepare_s, prefill_time_s=first - t0 - prepare_s,
+                        decode_time_s=end - first, accept_lengths=accept, cycles=max(len(stamps.counts) - 1, 0),
+                        tau=sum(accept) / len(accept) if accept else 0.0, prompt_tokens=prompt_len)
+
+
+# -- one run ----------------------------------------------------------------------------------------
+def peak_memory(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"kind": "cuda_max_allocated_bytes", "bytes": int(torch.cuda.max_memory_allocated(device))}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    return {"kind": "cpu_process_max_rss_bytes (high-water mark of the whole process, not of this run)",
+            "bytes": int(rss)}
+
+
+def run_variant(target, drafts: dict, variant: Variant, p, temperature: float, top_p: float, seed: int,
+                max_new_tokens: int) -> tuple[list[int], dict]:
+    from .decode import generate
+
+    if target.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(target.device)
+    if variant.method in ("hf", "hf_prompt_lookup"):
+        tokens, stats = hf_generate(target, p.prompt, p.images, max_new_tokens, temperature, top_p, seed,
+                                    prompt_lookup=variant.method == "hf_prompt_lookup")
+    else:
+        tree = variant.tree or PAPER_TREE
+        gen = generate(target, p.prompt, p.images, drafts.get(variant.method), max_new_tokens, temperature, seed,
+                       top_p, tree.total_tokens, tree.depth, tree.top_k)
+        tokens, stats = gen.token_ids, dict(gen.stats, prompt_tokens=len(gen.prompt_ids))
+    stats["peak_memory"] = peak_memory(target.device)
+    return tokens, stats
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def make_record(p, variant: Variant, temperature: float, seed: int, tokens: list[int], stats: dict,
+                eos, max_new_tokens: int) -> dict:
+    n = len(tokens)
+    keys = ("wall_time_s", "prepare_time_s", "prefill_time_s", "decode_time_s", "draft_time_s", "verify_time_s",
+            "cycles", "tau", "accept_lengths", "prompt_tokens", "peak_memory")
+    rec = dict(type="run", task=p.task, prompt_id=p.prompt_id, variant=variant.name, method=variant.method,
+               temperature=temperature, seed=seed, max_new_tokens=max_new_tokens, new_tokens=n)
+    rec.update({k: stats.get(k) for k in keys})
+    rec.update(time_per_token_s=rec["wall_time_s"] / max(n, 1), tokens_per_s=n / rec["wall_time_s"],
+               ended_by="eos" if tokens and tokens[-1] in eos else "max_new_tokens",
+               tree=None if variant.tree is None else dict(
+                   total_tokens=variant.tree.total_tokens, depth=variant.tree.depth, top_k=variant.tree.top_k,
+                   label=variant.tree.label, source=variant.tree_source),
+               same_as_vanilla=None, first_divergence=None, tokens=tokens)
+    return rec
+
+
+# -- records ----------------------------------------------------------------------------------------
+def read_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out, lines = [], path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:         # a run killed mid-write: drop the stub
+                    continue
+                raise ValueError(f"{path}:{i + 1} is not a JSON record; is this a benchmark file?") from None
+    return out
+
+
+def drop_partial_tail(path: Path) -> None:
+    """Cut a last line left half-written by a killed run, so appends start on a fresh line."""
+    if path.is_file():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def append_records(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def environment(target) -> dict:
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    import numpy
+    import transformers
+
+    if target.device.type == "cuda":
+        device = torch.cuda.get_device_name(target.device)
+    else:
+        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+            else platform.processor()
+        device = f"{model} (cpu)"
+    return dict(git_commit=git("rev-parse", "HEAD"), git_dirty=bool(git("status", "--porcelain")),
+                versions=dict(python=platform.python_version(), torch=torch.__version__,
+                              transformers=transformers.__version__, numpy=numpy.__version__),
+                device=device, dtype=str(target.dtype).replace("torch.", ""), threads=torch.get_num_threads(),
+                host_cpus=os.cpu_count())
+
+
+def load_drafts(target, methods, source: str) -> dict:
+    from . import load_draft
+
+    drafts = {}
+    for m in methods:
+        if m in SPECULATIVE:
+            spec = f"random:{m}" if source == "random" else m if source == "shipped" else str(Path(source) / m)
+            drafts[m] = load_draft(spec, target=target)
+    return drafts
+
+
+# -- the benchmark ------------------------------------------------------------------------------------
+def _check_resumable(old: list[dict], fixed: dict, out: Path) -> None:
+    for h in (r for r in old if r.get("type") == "header"):
+        diff = {k: (h["config"].get(k), fixed[k]) for k in FIXED if h["config"].get(k) != fixed[k]}
+        if diff:
+            raise ValueError(f"{out} holds a benchmark with other settings {diff} (file, now); "
+                             "resume with the same settings or write to another --out.")
+
+
+def _variants(methods, tree, drafts) -> list[Variant]:
+    variants = []
+    for m in methods:
+        if m not in SPECULATIVE:
+            variants.append(Variant(m, m))
+        elif tree == "auto":
+            variants.append(Variant(m, m, PAPER_TREE, "paper"))     # '<m>@auto' joins after the search
+        else:
+            variants.append(Variant(m, m, tree, "paper" if tree == PAPER_TREE else "given"))
+    heads = getattr(getattr(drafts.get("medusa"), "config", None), "num_heads", None)
+    if heads is not None and tree != "auto" and tree.depth > heads:
+        raise ValueError(f"The Medusa draft has {heads} heads, so its tree can be at most {heads} deep; "
+                         f"--tree {tree.label} asks for depth {tree.depth}.")
+    return variants
+
+
+def _auto_trees(args, target, drafts, tasks, old, log) -> tuple[list[Variant], list[dict]]:
+    """'<method>@auto' variants: the searched tree of each draft, reused from the file when resuming."""
+    searched = {r["method"]: r for r in old if r.get("type") == "tree_search"}
+    variants, new = [], []
+    for m in (m for m in drafts if m in SPECULATIVE):
+        if m not in searched:
+            calib = [q for t in tasks for q in task_prompts(t, args.calibration_prompts, args.seed, CALIBRATION_OFFSET)]
+            log(f"tree search for {m} on {len(calib)} calibration prompt(s) ...")
+            searched[m] = dict(type="tree_search", method=m,
+                               **search_tree(target, drafts[m], calib, args.calibration_tokens, log=log))
+            new.append(searched[m])
+        c, paper = searched[m]["chosen"], searched[m]["paper"]
+        chosen = TreeConfig(c["total_tokens"], c["depth"], c["top_k"])
+        log(f"tree for {m}: auto {chosen.label} (predicted {c['speedup']:.2f}x, tau {c['tau']:.2f})"
+            + (f" vs paper {PAPER_TREE.label} (predicted {paper['speedup']:.2f}x, tau {paper['tau']:.2f})" if paper else ""))
+        variants.append(Variant(f"{m}@auto", m, chosen, "auto"))
+    return variants, new
+
+
+def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list[dict]:
+    """Run (or resume) the benchmark described by parsed CLI args; returns all run records in the file."""
+    from .targets import load_target
+
+    methods, tasks = parse_methods(args.methods), parse_tasks(args.tasks)
+    temps, tree = parse_temperatures(args.temperature), parse_tree(args.tree)
+    if args.n_prompts < 1 or args.max_new_tokens < 1:
+        raise ValueError("--n-prompts and --max-new-tokens must be >= 1.")
+    out = Path(args.out)
+    drop_partial_tail(out)
+    old = read_records(out)
+    fixed = dict(target=args.target, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
+                 seed=args.seed, top_p=args.top_p, tree=args.tree or "paper", drafts=args.drafts)
+    _check_resumable(old, fixed, out)
+    done = {(r["task"], r["prompt_id"], r["variant"], r["temperature"]): r for r in old if r.get("type") == "run"}
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    target = load_target(args.target, device=args.device, dtype=args.dtype)
+    drafts = load_drafts(target, methods, args.drafts)
+    prompts = [p for t in tasks for p in task_prompts(t, args.n_prompts, args.seed)]
+    variants = _variants(methods, tree, drafts)
+    header = dict(type="header", started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  config=dict(fixed, methods=methods, tasks=tasks, temperatures=temps, n_prompts=args.n_prompts,
+                              command=" ".join(sys.argv)), **environment(target))
+    new_records = [header]
+    if tree == "auto":
+        auto, searched = _auto_trees(args, target, drafts, tasks, old, log)
+        variants += auto
+        new_records += searched
+
+    # groups (prompt, temperature) with what is left to run; g numbers the group for the rotation
+    todo = [(i * len(temps) + j, p, t) for i, p in enumerate(prompts) for j, t in enumerate(temps)]
+    missing = [(g, p, t, [v for v in variants if (p.task, p.prompt_id, v.name, t) not in done]) for g, p, t in todo]
+    missing = [x for x in missing if x[3]]
+    if missing or len(new_records) > 1:
+        append_records(out, new_records)
+    if missing:
+        log(f"warm-up: {len(variants)} variant(s) ...")
+        for v in variants:
+            run_variant(target, drafts, v, prompts[0], 0.0, args.top_p, args.seed, min(8, args.max_new_tokens))
+    for n, (g, p, t, left) in enumerate(missing):
+        seed = (args.seed * 1_000_003 + zlib.crc32(p.prompt_id.encode())) % 2**31     # same for every method
+        order = [v for v in variants[g % len(variants):] + variants[:g % len(variants)] if v in left]
+        group = []
+        for v in order:
+            tokens, stats = run_variant(target, drafts, v, p, t, args.top_p, seed, args.max_new_tokens)
+            group.append(make_record(p, v, t, seed, tokens, stats, target.eos_token_ids, args.max_new_tokens))
+        ref = next((r for r in group if r["method"] == "vanilla"), done.get((p.task, p.prompt_id, "vanilla", t)))
+        for r in group:
+            if t == 0 and ref is not None and r["method"] != "vanilla":
+                r["first_divergence"] = first_divergence(ref["tokens"], r["tokens"])
+                r["same_as_vanilla"] = r["first_divergence"] is None
+            done[(p.task, p.prompt_id, r["variant"], t)] = r
+        append_records(out, group)      # a whole group at once: vanilla's tokens are known for the comparison
+        log(f"[{n + 1}/{len(missing)}] {p.prompt_id} T={t:g}: " + ", ".join(
+            f"{r['variant']} {r['tokens_per_s']:.1f} tok/s tau {r['tau']:.2f}" for r in group))
+    return [r for r in read_records(out) if r.get("type") == "run"]
+
+
+def cmd_bench(args) -> int:
+    from .report import summarise
+
+    records = run_bench(args)
+    table = summarise(records)
+    if args.json:
+        print(json.dumps({"out": str(args.out), "summary": json.loads(table.to_json(orient="records"))}))
+    else:
+        print(table.to_markdown(index=False, floatfmt=".3g"))
+        print(f"\nraw records: {args.out}; tables and figures: python -m vispec_core.report {args.out}",
+              file=sys.stderr)
+    return 0
+
+
+def add_bench_parser(subparsers, add_target_args, add_tree_args=None) -> None:
+    """Register `bench` (called by __main__). Trees come from --tree, so add_tree_args is not used."""
+    b = subparsers.add_parser("bench", help="benchmark decoding methods side by side (JSONL records, resumable)")
+    add_target_args(b)
+    b.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated, from {','.join(METHODS)}")
+    b.add_argument("--tasks", default="all", help="comma-separated from vqa,caption,ocr,photo,text, or 'all'")
+    b.add_argument("--temperature", default="0", help="comma-separated temperatures, e.g. '0,1'")
+    b.add_argument("--top-p", type=float, default=1.0)
+    b.add_argument("--n-prompts", type=int, default=5, help="prompts per task")
+    b.add_argument("--max-new-tokens", type=int, default=256)
+    b.add_argument("--seed", type=int, default=0, help="prompt selection and sampling seed")
+    b.add_argument("--tree", default=None,
+                   help="'paper' (30/3/8, default), TOTAL/DEPTH/TOP_K, or 'auto': search the best tree for this "
+                        "device and run it beside the paper's")
+    b.add_argument("--drafts", default="shipped",
+                   help="'shipped' (trained drafts in data/drafts/), 'random' (untrained) or a folder with "
+                        "<kind>/ subfolders")
+    b.add_argument("--calibration-prompts", type=int, default=1, help="--tree auto: prompts per task to calibrate on")
+    b.add_argument("--calibration-tokens", type=int, default=64, help="--tree auto: tokens per calibration prompt")
+    b.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's). On a shared CPU use 1: with 2 threads and "
+                        "other jobs running, OpenMP waits made a draft tree 40x slower here")
+    b.add_argument("--out", required=True, help="JSONL file of raw records, e.g. results/raw/default.jsonl")
+    b.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    b.set_defaults(func=cmd_bench)

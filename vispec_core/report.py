@@ -1,0 +1,193 @@
+"""Raw benchmark records (JSONL) -> tables (CSV + Markdown) and figures (PNG). Nothing but the records.
+
+    python -m vispec_core.report results/raw/default.jsonl [--results results]
+
+Speedup is paired per prompt: vanilla's time per token / the method's time per token on the same
+(task, prompt, temperature), wall time from prompt preparation to the last token (decode speedup:
+the same with the time after the first token only, what the tree search predicts). tau is the mean
+number of accepted draft tokens per cycle (bonus token not counted), one value per run; tables give
+medians over prompts, the speedup's interquartile range, and tokens/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+KEY = ["task", "prompt_id", "temperature"]
+
+
+def load_records(path) -> list[dict]:
+    from .bench import read_records
+
+    records = read_records(Path(path))
+    if not records:
+        raise ValueError(f"No benchmark records in {path}.")
+    return records
+
+
+def paired(records: list[dict]) -> pd.DataFrame:
+    """One row per run with `speedup` against vanilla on the same task, prompt and temperature (NaN if
+    vanilla did not run there)."""
+    runs = pd.DataFrame([r for r in records if r.get("type") == "run"])
+    if runs.empty:
+        raise ValueError("No run records to report on.")
+    runs["tree"] = runs["tree"].map(lambda t: t["label"] if isinstance(t, dict) else "")
+    runs["decode_tpt"] = runs["decode_time_s"] / (runs["new_tokens"] - 1).clip(lower=1)   # after the first token
+    vanilla = runs[runs["method"] == "vanilla"][KEY + ["time_per_token_s", "decode_tpt", "new_tokens"]]
+    vanilla = vanilla.rename(columns={"time_per_token_s": "vanilla_tpt", "decode_tpt": "vanilla_decode_tpt",
+                                      "new_tokens": "vanilla_tokens"})
+    runs = runs.merge(vanilla, on=KEY, how="left")
+    runs["speedup"] = runs["vanilla_tpt"] / runs["time_per_token_s"]
+    runs["decode_speedup"] = runs["vanilla_decode_tpt"] / runs["decode_tpt"]
+    return runs
+
+
+def _summary_row(g: pd.DataFrame) -> dict:
+    s = g["speedup"].dropna()
+    exact = g["same_as_vanilla"].dropna()
+    return {"prompts": len(g), "median_tau": g["tau"].median(), "median_speedup": s.median() if len(s) else np.nan,
+            "speedup_q25": s.quantile(0.25) if len(s) else np.nan, "speedup_q75": s.quantile(0.75) if len(s) else np.nan,
+            "median_decode_speedup": g["decode_speedup"].median() if g["decode_speedup"].notna().any() else np.nan,
+            "tokens_per_s": g["tokens_per_s"].median(), "mean_new_tokens": g["new_tokens"].mean(),
+            "same_as_vanilla": exact.astype(float).mean() if len(exact) else np.nan}
+
+
+def summarise(records: list[dict]) -> pd.DataFrame:
+    """Per variant, task (and 'all') and temperature: median tau, median paired speedup with IQR, tokens/s."""
+    runs = paired(records)
+    rows = []
+    for (variant, t), g in runs.groupby(["variant", "temperature"], sort=False):
+        head = {"variant": variant, "method": g["method"].iloc[0], "tree": g["tree"].iloc[0], "temperature": t}
+        for task, gt in g.groupby("task", sort=False):
+            rows.append({**head, "task": task, **_summary_row(gt)})
+        rows.append({**head, "task": "all", **_summary_row(g)})
+    order = {m: i for i, m in enumerate(["vanilla", "hf", "hf_prompt_lookup", "medusa", "eagle2", "vispec"])}
+    df = pd.DataFrame(rows)
+    df["_m"] = df["method"].map(order)
+    return df.sort_values(["temperature", "task", "_m", "variant"], kind="stable").drop(columns="_m").reset_index(drop=True)
+
+
+def tree_table(records: list[dict], summary: pd.DataFrame) -> pd.DataFrame:
+    """--tree auto: each searched tree beside the paper's 30/3/8, predicted and measured (all tasks)."""
+    rows = []
+    for r in (r for r in records if r.get("type") == "tree_search"):
+        m = r["method"]
+        for which, name in (("chosen", f"{m}@auto"), ("paper", m)):
+            c = r.get(which)
+            if c is None:
+                continue
+            meas = summary[(summary["variant"] == name) & (summary["task"] == "all")]
+            for _, row in (meas.iterrows() if len(meas) else [(None, None)]):
+                rows.append({"method": m, "tree": "auto" if which == "chosen" else "paper", "config": c["label"],
+                             "nodes": c["nodes"], "predicted_tau_T0": c["tau"], "predicted_speedup": c["speedup"],
+                             "temperature": None if row is None else row["temperature"],
+                             "measured_tau": np.nan if row is None else row["median_tau"],
+                             "measured_speedup": np.nan if row is None else row["median_speedup"],
+                             "measured_decode_speedup": np.nan if row is None else row["median_decode_speedup"]})
+    return pd.DataFrame(rows)
+
+
+def plot_length_vs_speedup(runs: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = runs[(runs["method"] != "vanilla") & runs["speedup"].notna()]
+    fig, axes = plt.subplots(1, max(spec["temperature"].nunique(), 1), figsize=(6 * max(spec["temperature"].nunique(), 1), 4.2),
+                             squeeze=False)
+    colors = {v: f"C{i}" for i, v in enumerate(dict.fromkeys(spec["variant"]))}   # same colour in every panel
+    for ax, (t, g) in zip(axes[0], spec.groupby("temperature")):
+        for variant, gv in g.groupby("variant", sort=False):
+            color = colors[variant]
+            ax.scatter(gv["vanilla_tokens"], gv["speedup"], s=12, alpha=0.35, color=color)
+            means = gv.groupby("task")[["vanilla_tokens", "speedup"]].mean()
+            ax.scatter(means["vanilla_tokens"], means["speedup"], s=60, color=color, edgecolor="k", label=variant)
+        ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+        ax.set(xlabel="output length (vanilla's new tokens)", ylabel="speedup vs vanilla (per token, wall)",
+               title=f"temperature {t:g} (dots: prompts, big: task means)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_verify_cost(records: list[dict], path: Path) -> bool:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    searches = [r for r in records if r.get("type") == "tree_search"]
+    if not searches:
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, r in enumerate(searches):     # the target's cost, measured once per draft's search: repeats show noise
+        curve = {int(n): s for n, s in r["verify_curve_s"].items()}
+        ns = sorted(curve)
+        ax.plot(ns, [curve[n] / curve[1] for n in ns], "o-", ms=3, color=f"C{i}", label=f"measured ({r['method']} search)")
+        for which, marker in (("chosen", "*"), ("paper", "s")):
+            c = r.get(which)
+            if c:
+                ax.scatter([c["nodes"]], [c["verify_s"] / curve[1]], marker=marker, s=90, color=f"C{i}",
+                           edgecolor="k", label=f"{r['method']} {which} {c['label']}")
+    ax.axhline(1.0, ls="--", color="gray", label="free verification (ideal GPU)")
+    ax.set(xlabel="tokens verified in one forward", ylabel="time / one-token forward", title="verification cost")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(raw_path, results_dir="results") -> list[Path]:
+    """Write tables/<name>_summary.{csv,md}, tables/<name>_trees.{csv,md} and figures/<name>_*.png."""
+    raw_path, results = Path(raw_path), Path(results_dir)
+    name = raw_path.stem
+    records = load_records(raw_path)
+    summary = summarise(records)
+    runs = paired(records)
+    (results / "tables").mkdir(parents=True, exist_ok=True)
+    (results / "figures").mkdir(parents=True, exist_ok=True)
+    written = []
+    headers = [r for r in records if r.get("type") == "header"]
+    note = (f"Source: {raw_path} ({len(runs)} runs; target {headers[0]['config']['target']}, "
+            f"{headers[0]['device']}, {headers[0]['dtype']}, commit {str(headers[0]['git_commit'])[:10]}).\n\n"
+            if headers else "")
+    for label, df in (("summary", summary), ("trees", tree_table(records, summary))):
+        if df.empty:
+            continue
+        csv, md = results / "tables" / f"{name}_{label}.csv", results / "tables" / f"{name}_{label}.md"
+        df.to_csv(csv, index=False)
+        md.write_text(note + df.to_markdown(index=False, floatfmt=".3g") + "\n")
+        written += [csv, md]
+    fig = results / "figures" / f"{name}_length_vs_speedup.png"
+    plot_length_vs_speedup(runs, fig)
+    written.append(fig)
+    fig = results / "figures" / f"{name}_verify_cost.png"
+    if plot_verify_cost(records, fig):
+        written.append(fig)
+    return written
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vispec_core.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("raw", nargs="+", help="JSONL files written by `python -m vispec_core bench`")
+    p.add_argument("--results", default="results", help="folder that gets tables/ and figures/")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        written = [str(w) for raw in args.raw for w in write_report(raw, args.results)]
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"written": written}) if args.json else "\n".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Hardware-aware draft trees: pick (total_tokens, depth, top_k) for the device at hand.
+
+The paper's 30/3/8 was chosen for a GPU, where verifying 30 tokens costs about as much as one. On
+a CPU it does not (REFERENCES.md: a 30-token forward costs 1.7x one token in bf16), so the tree
+size is a hardware choice. Expected decode speed of a config c:
+
+    tokens/s(c) = (tau(c) + 1) / (draft(c) + extend + verify(n(c)))
+
+* verify(n): the target's forward over n tree tokens after a realistic prefix, logits included
+  (`verify_cost_curve`, median of repeats), interpolated between measured n;
+* draft(c): the draft's time to build c's tree, extend: its per-cycle pass over accepted tokens;
+* tau(c): estimated offline at temperature 0 (`calibrate` + `estimate_tau`). Greedy verification
+  accepts the longest path of the tree that spells the target's own greedy continuation y, so the
+  accepted length at sequence position t only needs the tree c would draft at t and y. Calibration
+  walks y one token at a time and records, at every position, the tree of every (depth, top_k) in
+  the grid with `max_total` nodes; the tree of (T, depth, top_k) is the first T-1 of its rerank
+  (EAGLE-2 keeps the T-1 best candidates, and the best T-1 of a stable sort are a prefix of the best
+  max_total-1). `estimate_tau` then replays decoding: a cycle at t accepts L tokens and the next one
+  starts at t + L + 1, exactly as `decode_speculative` does at T=0, so the estimate equals a real
+  run's tau when the draft sees the same inputs (tests/test_bench.py checks it in fp32).
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .decode import Clock, prefill
+from .tree import draft_tree
+
+VERIFY_SIZES = (1, 2, 4, 8, 12, 16, 24, 30, 48, 64)
+TOTALS = (2, 4, 8, 12, 16, 24, 30, 48, 64)
+DEPTHS = (1, 2, 3, 4, 5, 6)
+TOP_KS = (1, 2, 4, 8, 10)
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    total_tokens: int = 30
+    depth: int = 3
+    top_k: int = 8
+
+    @property
+    def label(self) -> str:
+        return f"{self.total_tokens}/{self.depth}/{self.top_k}"
+
+    @property
+    def nodes(self) -> int:
+        """Nodes the tree really has: all candidates when there are fewer than total_tokens - 1."""
+        return min(self.total_tokens, 1 + self.top_k + (self.depth - 1) * self.top_k ** 2)
+
+
+PAPER_TREE = TreeConfig(30, 3, 8)
+
+
+def parse_tree(spec: str | None) -> TreeConfig | str:
+    """'auto' | 'paper' | 'T/D/K' (e.g. '30/3/8') -> 'auto' or a TreeConfig."""
+    if spec is None or spec == "paper":
+        return PAPER_TREE
+    if spec == "auto":
+        return "auto"
+    parts = spec.split("/")
+    try:
+        t, d, k = (int(p) for p in parts)
+    except ValueError:
+        t = d = k = None
+    if len(parts) != 3 or t is None or t < 2 or d < 1 or k < 1:
+        raise ValueError(f"--tree must be 'auto', 'paper' or TOTAL/DEPTH/TOP_K with TOTAL >= 2 and DEPTH, "
+                         f"TOP_K >= 1 (the paper's is 30/3/8), got {spec!r}.")
+    return TreeConfig(t, d, k)
+
+
+# -- measurements ----------------------------------------------------------------------------------
+@torch.inference_mode()
+def verify_cost_curve(target, cache, sizes=VERIFY_SIZES, repeats: int = 5, rope_delta: int = 0) -> dict[int, float]:
+    """Median seconds of one target forward over n new tokens (tree-masked, logits and argmax included)
+    after the cache's committed prefix; the cache is left as it was (nothing committed)."""
+    clock = Clock(target.device)
+    out = {}
+    for n in sizes:
+        ids = torch.randint(0, target.vocab_size, (1, n), generator=torch.Generator().manual_seed(n)).to(target.device)
+        mask = torch.ones(n, n, dtype=torch.bool, device=target.device).tril()
+        offsets = torch.arange(n, device=target.device)
+        times = []
+        for r in range(repeats + 1):            # the first one warms up
+            clock.lap()
+            f = target.forward(target.embed(ids), target.positions(cache.length, offsets, rope_delta), cache, mask)
+            target.logits(f[0]).argmax(-1).tolist()
+            if r:
+                times.append(clock.lap())
+        out[n] = statistics.median(times)
+    return out
+
+
+def interpolate(curve: dict[int, float], n: int) -> float:
+    xs = sorted(curve)
+    if n <= xs[0]:
+        return curve[xs[0]] * n / xs[0] if n < xs[0] else curve[xs[0]]
+    for a, b in zip(xs, xs[1:]):
+        if n <= b:
+            return curve[a] + (curve[b] - curve[a]) * (n - a) / (b - a)
+    a, b = xs[-2], xs[-1]                       # beyond the grid: extend the last slope
+    return curve[b] + (curve[b] - curve[a]) * (n - b) / (b - a)
+
+
+@dataclass
+class Calibration:
+    """Per prompt: y (the target's greedy tokens, EOS included) and, per position t, the reranked tree
+    (tokens, parents, scores lists) of every (depth, top_k) drafted with root y[t]."""
+
+    max_new_tokens: int
+    max_total: int
+    eos: frozenset
+    ys: list[list[int]] = field(default_factory=list)
+    trees: list[list[dict]] = field(default_factory=list)
+    draft_times: dict = field(default_factory=dict)       # (depth, top_k) -> [seconds]
+    pass_times: dict = field(default_factory=dict)        # top_k -> [seconds of one draft pass over top_k nodes]
+    extend_times: list[float] = field(default_factory=list)
+
+
+def max_draft_depth(draft) -> int | None:
+    config = getattr(draft, "config", None)
+    return config.num_heads if getattr(config, "kind", None) == "medusa" else None
+
+
+class _Recorder:
+    """A DraftStepper around a draft session that keeps every expand call's output and time, so the
+    shallower trees of the same top_k replay them (`draft_tree` with depth d makes exactly the first d
+    expand calls of a deeper build) instead of running the draft again."""
+
+    def __init__(self, session, clock):
+        self.session, self.clock, self.calls, self.times, self.replay = session, clock, [], [], False
+
+    def expand(self, tokens, parents, depth):
+        if self.replay:
+            want_tokens, want_parents, out = self.calls[depth]
+            assert torch.equal(tokens, want_tokens) and torch.equal(parents, want_parents), "replay mismatch"
+            return out
+        self.clock.lap()
+        out = self.session.expand(tokens, parents, depth)
+        self.calls.append((tokens, parents, out))
+        self.times.append(self.clock.lap())
+        return out
+
+
+@torch.inference_mode()
+def calibrate(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks=TOP_KS,
+              max_total: int = max(TOTALS), keep_cache: bool = False):
+    """Walk each prompt's greedy answer token by token; at every position draft and record the tree of
+    every (depth, top_k). Draft time of (depth, top_k) = its expand calls + its own tree build.
+    Returns the Calibration, plus (cache, inputs) of the last prompt if keep_cache."""
+    limit = max_draft_depth(draft)
+    depths = sorted(d for d in depths if limit is None or d <= limit)
+    cal = Calibration(max_new_tokens, max_total, target.eos_token_ids)
+    clock = Clock(target.device)
+    last = None
+    for p in prompts:
+        inputs = target.prepare(p.prompt, p.images)
+        steps = max_new_tokens + max(depths)            # y must reach past the last cycle's deepest path
+        capacity = inputs.length + steps + max(VERIFY_SIZES) + 1
+        cache, f = prefill(target, inputs, capacity)
+        root = int(target.logits(f[0, -1]).argmax())
+        session = draft.begin(target, inputs, capacity)
+        dev = target.device
+        next_embeds = torch.cat([inputs.inputs_embeds[:, 1:], target.embed(torch.tensor([[root]], device=dev))], 1)
+        session.extend(f, torch.cat([inputs.input_ids[0, 1:], torch.tensor([root], device=dev)]), next_embeds)
+        y, trees = [root], []
+        while True:
+            at = {}
+            for k in top_ks:
+                rec = _Recorder(session, clock)
+                draft_tree(rec, root, max_total, depths[-1], k, device=dev)      # runs the draft
+                rec.replay = True
+                cal.pass_times.setdefault(k, []).extend(rec.times[1:])       # call 0 returns the root's cached output
+                for d in depths:
+                    clock.lap()
+                    tree = draft_tree(rec, root, max_total, d, k, device=dev)   # replays it: build cost only
+                    build = clock.lap()
+                    cal.draft_times.setdefault((d, k), []).append(build + sum(rec.times[:d]))
+                    at[(d, k)] = (tree.tokens.tolist(), tree.parents.tolist(), tree.scores.tolist())
+            trees.append(at)
+            if root in target.eos_token_ids or len(y) >= steps:
+                break
+            f = target.forward(target.embed(torch.tensor([[root]], device=dev)),
+                               target.positions(cache.length, torch.zeros(1, dtype=torch.long, device=dev),
+                                                inputs.rope_delta), cache)
+            cache.commit(1)
+            root = int(target.logits(f[0, -1]).argmax())
+            clock.lap()
+            session.extend(f, torch.tensor([root], device=dev))
+            cal.extend_times.append(clock.lap())
+            y.append(root)
+        cal.ys.append(y)
+        cal.trees.append(trees)
+        last = (cache, inputs)
+    return (cal, last) if keep_cache else cal
+
+
+def _accepted(tree, total_tokens: int, continuation: list[int]) -> int:
+    """Accepted draft tokens of the first total_tokens nodes of a reranked tree (node 0 = root) when
+    the target's greedy continuation after the root is `continuation`."""
+    tokens, parents, scores = tree
+    order = sorted(range(1, len(tokens)), key=lambda i: -scores[i])        # stable: ties keep node order
+    keep = set(order[: total_tokens - 1])
+    node, length = 0, 0
+    while length < len(continuation):
+        match = next((c for c in keep if parents[c] == node and tokens[c] == continuation[length]), None)
+        if match is None:
+            break
+        node, length = match, length + 1
+    return length
+
+
+def estimate_tau(cal: Calibration, config: TreeConfig) -> tuple[float, list[list[int]]]:
+    """Replay greedy speculative decoding with `config` on the calibration; (tau, accept lengths per prompt)."""
+    if config.total_tokens > cal.max_total:
+        raise ValueError(f"Calibrated up to {cal.max_total} tree tokens, asked for {config.total_tokens}.")
+    per_prompt = []
+    for y, trees in zip(cal.ys, cal.trees):
+        if (config.depth, config.top_k) not in trees[0]:
+            raise ValueError(f"Tree {config.label} was not calibrated (depths/top_ks of the grid only).")
+        lengths, t, produced = [], 0, 1
+        done = y[0] in cal.eos or cal.max_new_tokens == 1
+        while not done:
+            a = _accepted(trees[t][(config.depth, config.top_k)], config.total_tokens, y[t + 1: t + 1 + config.depth])
+            lengths.append(a)
+            new = y[t + 1: t + a + 2]
+            produced += a + 1
+            done = produced >= cal.max_new_tokens or any(x in cal.eos for x in new) or t + a + 1 >= len(trees)
+            t += a + 1
+        per_prompt.append(lengths)
+    flat = [a for lengths in per_prompt for a in lengths]
+    return (sum(flat) / len(flat) if flat else 0.0), per_prompt
+
+
+# -- the search ------------------------------------------------------------------------------------
+def candidates(depths=DEPTHS, top_ks=TOP_KS, totals=TOTALS, max_depth: int | None = None) -> list[TreeConfig]:
+    """Grid configs, one per distinct tree (total_tokens beyond the candidate count changes nothing)."""
+    seen, out = set(), []
+    for d in depths:
+        if max_depth is not None and d > max_depth:
+            continue
+        for k in top_ks:
+            for t in sorted(totals):
+                c = TreeConfig(t, d, k)
+                if (c.nodes, d, k) not in seen:
+                    seen.add((c.nodes, d, k))
+                    out.append(c)
+    return out
+
+
+def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks=TOP_KS, totals=TOTALS,
+                verify_sizes=VERIFY_SIZES, repeats: int = 5, log=None) -> dict:
+    """Measure, estimate and rank every grid config; the result (JSON-ready) names the best as 'chosen'
+    and carries the paper's 30/3/8 row for comparison."""
+    grid_totals = sorted(set(totals) | {PAPER_TREE.total_tokens})
+    grid_depths = sorted(set(depths) | {PAPER_TREE.depth})
+    grid_ks = sorted(set(top_ks) | {PAPER_TREE.top_k})
+    limit = max_draft_depth(draft)
+    cal, (cache, inputs) = calibrate(target, draft, prompts, max_new_tokens, grid_depths, grid_ks,
+                                     max(grid_totals), keep_cache=True)
+    if log:
+        log(f"tree search: calibrated on {len(prompts)} prompt(s), {sum(len(y) for y in cal.ys)} positions")
+    curve = verify_cost_curve(target, cache, sorted(set(verify_sizes) | {1}), repeats, inputs.rope_delta)
+    extend = statistics.median(cal.extend_times) if cal.extend_times else 0.0
+    vanilla = curve[1]
+    rows = []
+    for c in candidates(grid_depths, grid_ks, grid_totals, limit):
+        tau, _ = estimate_tau(cal, c)
+        draft_s = statistics.median(cal.draft_times[(c.depth, c.top_k)])
+        verify_s = interpolate(curve, c.nodes)
+        cycle = draft_s + extend + verify_s
+        rows.append(dict(asdict(c), label=c.label, nodes=c.nodes, tau=tau, draft_s=draft_s, extend_s=extend,
+                         verify_s=verify_s, tokens_per_s=(tau + 1) / cycle, speedup=(tau + 1) * vanilla / cycle))
+    rows.sort(key=lambda r: -r["tokens_per_s"])
+    paper = next(r for r in rows if (r["depth"], r["top_k"]) == (PAPER_TREE.depth, PAPER_TREE.top_k)
+                 and r["nodes"] == PAPER_TREE.nodes) if limit is None or PAPER_TREE.depth <= limit else None
+    return {"chosen": rows[0], "paper": paper, "candidates": rows,
+            "verify_curve_s": {str(n): s for n, s in curve.items()}, "vanilla_token_s": vanilla,
+            "draft_pass_s": {str(k): statistics.median(t) for k, t in sorted(cal.pass_times.items()) if t},
+            "draft_extend_s": extend, "calibration": {"prompts": [p.prompt_id for p in prompts],
+                                                      "positions": sum(len(y) for y in cal.ys),
+                                                      "max_new_tokens": max_new_tokens}}
