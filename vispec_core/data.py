@@ -146,9 +146,10 @@ class SceneSource:
 
     def __call__(self, seed: int, index: int) -> Prompt:
         from . import scenes
+        from .tasks import HELD_OUT_SCENE_SEED
 
         rng = np.random.default_rng([seed, index, 4])
-        scene_seed = int(rng.integers(2 ** 31))
+        scene_seed = int(rng.integers(HELD_OUT_SCENE_SEED))   # benchmark scenes use the seeds above
         image, scene = scenes.make_scene(scene_seed)
         kind = int(rng.integers(3))
         if kind == 0:

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-VQA_SUFFIX = "Please answer with an explanation."
-CAPTION_PROMPT = "Provide a detailed description of the given image."
+from .data import CAPTION as CAPTION_PROMPT, EXPLAIN as VQA_SUFFIX   # the paper's prompts, one definition
 OCR_PROMPT = ("Perform an OCR task on the provided image. Extract the text accurately and provide a detailed "
               "explanation of the process. Ensure the response is comprehensive and well-structured.")
 HELD_OUT_SCENE_SEED = 1_000_000      # benchmark scenes use seeds >= this; training uses seeds below
