@@ -5,16 +5,13 @@ import pytest
 import torch
 
 from vispec_core.decode import generate
-from vispec_core.images import interleave
 from vispec_core.targets import load_target, save_target
 from vispec_core.tree import ancestor_mask
 
 
 def reference_inputs(target, prompt, images):
     """What the family's own processor feeds its transformers model."""
-    text = target.processor.apply_chat_template(
-        [{"role": "user", "content": interleave(prompt, len(images))}], add_generation_prompt=True, tokenize=False)
-    return target.processor(images=images, text=text, return_tensors="pt")
+    return target.encode(prompt, images)[1]
 
 
 @pytest.mark.parametrize("photo", ["astronaut", "rocket"])

@@ -112,8 +112,6 @@ def hf_generate(target, prompt: str, images, max_new_tokens: int, temperature: f
     generation_config (repetition penalty, top-k) cannot change the distribution."""
     from transformers import LogitsProcessorList
 
-    from .images import interleave, load_images
-
     sync = torch.cuda.synchronize if target.device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
@@ -123,10 +121,7 @@ def hf_generate(target, prompt: str, images, max_new_tokens: int, temperature: f
         kwargs = dict(input_ids=inputs.input_ids, inputs_embeds=inputs.inputs_embeds,
                       attention_mask=torch.ones_like(inputs.input_ids))
     else:
-        images = load_images(images)
-        text = target.processor.apply_chat_template([{"role": "user", "content": interleave(prompt, len(images))}],
-                                                    add_generation_prompt=True, tokenize=False)
-        enc = target.processor(images=images or None, text=text, return_tensors="pt")
+        _, enc = target.encode(prompt, images)
         model = target.model
         kwargs = {k: v.to(target.device, target.dtype) if v.is_floating_point() else v.to(target.device)
                   for k, v in enc.items()}

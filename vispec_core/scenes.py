@@ -106,7 +106,7 @@ def render(scene: Scene) -> Image.Image:
             draw.polygon([(cx, cy - r), (cx + r * 0.75, cy), (cx, cy + r), (cx - r * 0.75, cy)], fill=fill)
     if scene.text is not None:
         cx, cy = _cell_center(scene.text.position)
-        font = ImageFont.load_default(size=34 if len(scene.text.word) <= 4 else 28)
+        font = ImageFont.load_default(size=60 if len(scene.text.word) <= 4 else 48)
         ink = (255, 255, 255) if scene.text.color == "white" else (0, 0, 0)
         draw.text((cx, cy), scene.text.word, fill=ink, font=font, anchor="mm")
     return img

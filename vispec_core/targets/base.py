@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..images import interleave, load_images
 from ..kv_cache import KVCache
 
 
@@ -157,3 +158,23 @@ def scatter_images(embeds: torch.Tensor, spans: list[tuple[int, int]], image_emb
     for (start, end), v in zip(spans, image_embeds):
         embeds[0, start:end] = v.to(embeds.dtype)
     return embeds
+
+
+class ProcessorTarget(Target):
+    """A transformers VLM family (LLaVA-NeXT, Qwen2.5-VL) driven by its own processor and chat template."""
+
+    def __init__(self, model, processor, extra_eos=()):
+        tok = processor.tokenizer
+        eos = model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) | {tok.eos_token_id, *extra_eos}
+        super().__init__(model, tok, model.model.language_model, model.lm_head, model.config.text_config,
+                         eos - {None})
+        self.processor = processor
+        self.image_token_id = model.config.image_token_id
+
+    def encode(self, prompt: str, images) -> tuple[list[Image.Image], dict]:
+        """The family processor's output for one user turn: ids with image tokens expanded, pixels."""
+        images = load_images(images)
+        text = self.processor.apply_chat_template(
+            [{"role": "user", "content": interleave(prompt, len(images))}], add_generation_prompt=True, tokenize=False)
+        return images, self.processor(images=images or None, text=text, return_tensors="pt")

@@ -199,17 +199,14 @@ class DefaultVLM(nn.Module):
 
 
 # -- prompts ------------------------------------------------------------------------------------
-def prompt_ids(tokenizer, prompt: str, n_images: int, answer: str | None = None) -> list[int]:
-    """Chat-template ids of one user turn; each image is IMAGE_TOKENS placeholder ids.
-
-    Images go where the prompt says `<image>`; a prompt without `<image>` gets its images at the start
-    of the user turn. With `answer`, the assistant's answer (without `<|im_end|>`) follows."""
+def prompt_ids(tokenizer, prompt: str, n_images: int) -> list[int]:
+    """Chat-template ids of one user turn, ending with the assistant header; each image is
+    IMAGE_TOKENS placeholder ids. Images go where the prompt says `<image>`; a prompt without
+    `<image>` gets its images at the start of the user turn."""
     if IMAGE_PLACE not in prompt:
         prompt = IMAGE_PLACE * n_images + prompt
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True)
-    if answer is not None:
-        text += answer
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     pieces = text.split(IMAGE_PLACE)
     ids: list[int] = []

@@ -5,9 +5,7 @@ import torch
 from PIL import Image
 from transformers import Qwen2_5_VLProcessor
 
-from ..images import interleave, load_images
-from .base import Target, TargetInputs, image_spans, scatter_images
-from .llava_next import _as_list
+from .base import ProcessorTarget, TargetInputs, image_spans, scatter_images
 
 
 class ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
@@ -19,24 +17,16 @@ class ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
-class Qwen25VLTarget(Target):
+class Qwen25VLTarget(ProcessorTarget):
     family = "qwen2_5_vl"
     mrope = True
 
     def __init__(self, model, processor):
-        tok = processor.tokenizer
-        eos = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} | set(_as_list(model.generation_config.eos_token_id))
-        super().__init__(model, tok, model.model.language_model, model.lm_head, model.config.text_config,
-                         eos - {None})
-        self.processor = processor
-        self.image_token_id = model.config.image_token_id
+        super().__init__(model, processor, extra_eos=[processor.tokenizer.convert_tokens_to_ids("<|im_end|>")])
 
     @torch.inference_mode()
     def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
-        images = load_images(images)
-        text = self.processor.apply_chat_template(
-            [{"role": "user", "content": interleave(prompt, len(images))}], add_generation_prompt=True, tokenize=False)
-        enc = self.processor(images=images or None, text=text, return_tensors="pt")
+        images, enc = self.encode(prompt, images)
         ids = enc["input_ids"].to(self.device)
         embeds = self.embed(ids)
         spans, feats, delta = [], [], 0
