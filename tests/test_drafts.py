@@ -16,7 +16,7 @@ from conftest import tiny_target
 
 KINDS = ["vispec", "eagle2", "medusa"]
 TOL = dict(rtol=1e-5, atol=1e-5)
-TIGHT = dict(rtol=1e-5, atol=1e-6)     # same maths, other shapes: fp32 rounding only
+TIGHT = dict(rtol=1e-5, atol=5e-6)     # same maths, other shapes and kernels: fp32 rounding only
 
 
 # -- helpers ---------------------------------------------------------------------------------------
