@@ -37,18 +37,17 @@ class KVCache:
         self.storage[layer, 1, :, self.length:end] = v
         return self.storage[layer, 0, :, :end], self.storage[layer, 1, :, :end]
 
-    def commit(self, n_new: int, keep: torch.Tensor | list[int] | None = None) -> None:
+    def commit(self, n_new: int, keep: list[int] | None = None) -> None:
         """Make new positions permanent. `keep` lists which of the n_new written positions stay (an
         accepted tree path, in order); they move into contiguous slots. None keeps all n_new."""
         if keep is None:
             self.length += n_new
             return
-        keep = torch.as_tensor(keep, device=self.storage.device, dtype=torch.long)
-        src = keep + self.length
-        dst = torch.arange(self.length, self.length + len(keep), device=self.storage.device)
-        if not torch.equal(src, dst):
-            # storage[..., src, :] is a gather (a copy), so overlapping src/dst are safe
-            self.storage[:, :, :, dst] = self.storage[:, :, :, src]
+        keep = [int(i) for i in keep]
+        if keep != list(range(len(keep))):
+            src = torch.tensor(keep, device=self.storage.device) + self.length
+            # indexing with src gathers (copies) first, so overlapping source and destination are safe
+            self.storage[:, :, :, self.length:self.length + len(keep)] = self.storage[:, :, :, src]
         self.length += len(keep)
 
     def truncate(self, length: int) -> None:
