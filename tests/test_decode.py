@@ -99,3 +99,21 @@ def test_stats_follow_the_contract(target, photos):
     for key in ("tau", "accept_lengths", "new_tokens", "wall_time_s", "draft_time_s", "verify_time_s", "cycles"):
         assert key in gen.stats
     assert gen.stats["new_tokens"] == len(gen.token_ids) == 6
+
+
+@pytest.mark.parametrize("tree, message", [(dict(total_tokens=1, depth=3, top_k=8), "total_tokens"),
+                                           (dict(total_tokens=30, depth=0, top_k=8), "depth"),
+                                           (dict(total_tokens=30, depth=3, top_k=0), "top_k"),
+                                           (dict(total_tokens=30, depth=3, top_k=10**7), "vocabulary")])
+def test_tree_settings_out_of_range_refused_before_work(target, tree, message):
+    inputs = target.prepare("Hi")
+    with pytest.raises(ValueError, match=message):
+        decode_speculative(target, ScriptedDraft(None, target.vocab_size), inputs, 8, **tree)
+
+
+def test_medusa_too_deep_refused_before_work(target):
+    from vispec_core import load_draft
+
+    medusa = load_draft("random:medusa", target=target)
+    with pytest.raises(ValueError, match="at most 3"):
+        decode_speculative(target, medusa, target.prepare("Hi"), 8, total_tokens=30, depth=4, top_k=8)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .targets.base import Target, TargetInputs
-from .tree import draft_tree
+from .tree import check_tree, draft_tree
 from .verify import accept_greedy, accept_sampling, sample_token, target_probs
 
 PAPER_TREE = dict(total_tokens=30, depth=3, top_k=8)   # the paper's EAGLE-2 dynamic tree
@@ -103,6 +103,11 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
                        total_tokens: int = 30, depth: int = 3, top_k: int = 8) -> tuple[list[int], dict]:
     """Draft a tree, verify it in one target forward, keep the accepted path and the bonus token."""
     check_room(target, inputs, max_new_tokens)
+    check_tree(total_tokens, depth, top_k, target.vocab_size)
+    max_depth = getattr(draft, "max_depth", None)
+    if max_depth is not None and depth > max_depth:
+        raise ValueError(f"This {type(draft).__name__} drafts at most {max_depth} tokens per path; "
+                         f"use depth <= {max_depth} (asked {depth}).")
     clock = Clock(target.device)
     capacity = inputs.length + max_new_tokens + total_tokens
     cache, f = prefill(target, inputs, capacity)

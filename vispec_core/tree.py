@@ -56,6 +56,18 @@ def ancestor_mask(parents: torch.LongTensor) -> torch.BoolTensor:
     return mask.bool()
 
 
+def check_tree(total_tokens: int, depth: int, top_k: int, vocab_size: int | None = None) -> None:
+    """Clear errors for tree settings out of range (callers check before any model work)."""
+    if depth < 1:
+        raise ValueError(f"depth (number of draft passes) must be >= 1, got {depth}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if vocab_size is not None and top_k > vocab_size:
+        raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab_size}")
+    if total_tokens < 2:
+        raise ValueError(f"total_tokens counts the root and must be >= 2, got {total_tokens}")
+
+
 def draft_tree(
     stepper: DraftStepper,
     root_token: int,
@@ -75,12 +87,7 @@ def draft_tree(
     earlier, so the kept set is closed under parents: a tree. If there are fewer candidates than
     total_tokens - 1 (small vocab, top_k or depth), all are kept and the tree has fewer nodes.
     """
-    if depth < 1:
-        raise ValueError(f"depth (number of draft passes) must be >= 1, got {depth}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if total_tokens < 2:
-        raise ValueError(f"total_tokens counts the root and must be >= 2, got {total_tokens}")
+    check_tree(total_tokens, depth, top_k)
 
     root = torch.tensor([root_token], device=device)
     logp = stepper.expand(root, torch.tensor([-1], device=device), 0)  # [1, V]
