@@ -1,10 +1,12 @@
 """Every numbered notebook runs under papermill with smoke parameters and writes what it promises,
 without touching the committed results/."""
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from vispec_core.records import read_jsonl
 from vispec_core.reproduce import NOTEBOOKS, notebooks, run_notebook
 
 
@@ -17,6 +19,69 @@ def check_redundancy(results):
     assert layers["image_attention"].between(0, 1).all()
 
 
+def check_synthesis(results):
+    rewrites = pd.read_csv(results / "tables" / "synth_prompt_rewrites.csv", keep_default_na=False)
+    assert set(rewrites["source"]) == {"easy_vqa", "scenes", "text"}
+    for _, r in rewrites[rewrites["source"] != "text"].iterrows():      # every image prompt asks for a long answer
+        assert r["added"] and r["rewritten"].endswith(r["added"]) and r["rewritten"] != r["original"]
+    compare = pd.read_csv(results / "tables" / "synth_sampled_vs_greedy.csv").set_index("set")
+    assert compare.loc["sampled", "temperature"] == 1 and compare.loc["greedy", "temperature"] == 0
+    assert (compare["answers"] == 8).all() and compare["mean_tokens"].between(1, 48).all()
+    for col in ("distinct_1", "distinct_2", "repetition_4", "ended_with_eos", "hit_cap", "corpus_distinct_2"):
+        assert compare[col].between(0, 1).all(), col
+    # the same prompts: greedy answers on the tiny target loop, sampled ones do not (seeded, deterministic)
+    assert compare.loc["greedy", "distinct_2"] < compare.loc["sampled", "distinct_2"]
+    datasets = pd.read_csv(results / "tables" / "synth_datasets.csv")
+    assert list(datasets["dataset"]) == ["demo_sampled", "demo_greedy"]
+    assert (datasets["samples"] == 8).all() and (datasets["with_images"] == 8).all()
+    assert len(pd.read_csv(results / "tables" / "synth_examples.csv")) == 16
+    assert len(read_jsonl(results / "raw" / "synth_sampled_vs_greedy.jsonl")) == 16
+
+
+def check_training(results):
+    plan = pd.read_csv(results / "tables" / "train_plan.csv")
+    assert list(plan["run"][:3]) == ["vispec", "eagle2", "medusa"] and set(plan["table"]) == {"main", "table1", "table2"}
+    summary = pd.read_csv(results / "tables" / "train_summary.csv")
+    assert len(summary[summary["stage"] == 1]) == 3 and set(summary[summary["stage"] == 2]["run"]) == set(plan["run"])
+    assert (summary["steps"] == 4).all() and (summary["loss_first"] > 0).all() and summary["acc_step0_last"].between(0, 1).all()
+    for run in plan["saved_to"]:                       # smoke drafts stay inside the smoke results folder
+        assert (results / "demo_drafts") in Path(run).parents and (Path(run) / "config.json").is_file()
+    assert len(list((results / "raw" / "train_logs").glob("*.jsonl"))) == 8
+
+
+def check_paper_tables(results):
+    from vispec_core import paper
+
+    verdicts = pd.read_csv(results / "tables" / "verdicts.csv")
+    assert list(verdicts["claim"]) == [c.name for c in paper.CLAIMS]
+    assert (verdicts["verdict"] == paper.NOT_MEASURABLE).all()          # random drafts: no verdict is claimed
+    assert set(verdicts["paper_passes"]) <= {"yes", "n/a (not transcribed)"}
+    versus = pd.read_csv(results / "tables" / "main_vs_paper.csv")
+    assert set(versus["method"]) == {"medusa", "eagle2", "vispec"} and set(versus["temperature"]) == {0.0, 1.0}
+    assert set(versus["task"]) == {"caption", "vqa", "text", "all"}
+    assert versus["tau"].between(0, 3).all() and (versus["speedup"] > 0).all()
+    caption = versus[(versus["task"] == "caption") & (versus["method"] == "vispec") & (versus["temperature"] == 0)]
+    assert caption["paper_task"].iloc[0] == "COCO Caps" and caption["paper_speedup"].iloc[0] == 3.22
+    for key, n_rows in (("table1", 12), ("table2", 12)):
+        side = pd.read_csv(results / "tables" / f"{key}_vs_paper.csv")
+        assert len(side) == n_rows
+        measured = side[side["paper_task"] == "COCO Caps"]          # smoke: caption only
+        assert measured["tau"].notna().all() and (measured["speedup"] > 0).all(), key
+    prefill = pd.read_csv(results / "tables" / "prefill.csv")
+    assert len(prefill) == 6 and (prefill["prefill_ratio"] > 0).all()
+    assert len(list((results / "raw").glob("bench_ablation_*.jsonl"))) == 5
+
+
+def check_length(results):
+    table = pd.read_csv(results / "tables" / "length_vs_speedup.csv")
+    assert set(table["method"]) == {"medusa", "eagle2", "vispec"} and set(table["task"]) == {"caption", "vqa", "text"}
+    assert table["output_tokens"].between(1, 6).all() and (table["speedup"] > 0).all()
+    trend = pd.read_csv(results / "tables" / "length_trend.csv")
+    for _, r in trend.iterrows():       # a line wherever the task lengths differ; none where they are all equal
+        lengths = table[(table["method"] == r["method"]) & (table["temperature"] == r["temperature"])]["output_tokens"]
+        assert math.isfinite(r["slope_per_100_tokens"]) == (lengths.nunique() > 1)
+
+
 # notebook -> (extra smoke parameters, tables it must write with their required columns, figures, check)
 EXPECTED = {
     "01_redundancy_attention": (
@@ -25,6 +90,36 @@ EXPECTED = {
          "redundancy_target_layers.csv": ["layer", "image_attention", "image_share"]},
         ["redundancy_single_layer.png", "redundancy_target_layers.png"],
         check_redundancy,
+    ),
+    "02_synthesize_data": (
+        {},
+        {"synth_prompt_rewrites.csv": ["source", "original", "added", "rewritten"],
+         "synth_sampled_vs_greedy.csv": ["set", "temperature", "mean_tokens", "distinct_2", "repetition_4"],
+         "synth_examples.csv": ["set", "prompt", "length", "answer"],
+         "synth_datasets.csv": ["dataset", "samples", "mean_answer_tokens", "path"]},
+        ["synth_length_distribution.png"],
+        check_synthesis,
+    ),
+    "03_train_drafts": (
+        {},
+        {"train_plan.csv": ["run", "kind", "stage2_data", "table", "row", "saved_to"],
+         "train_summary.csv": ["run", "stage", "steps", "loss_first", "loss_last"]},
+        ["train_loss_curves.png"],
+        check_training,
+    ),
+    "04_paper_tables": (
+        {},
+        {"paper_main_table.csv": ["model", "temperature", "method", "task", "tau", "speedup"],
+         "prefill.csv": ["task", "vanilla_prefill_s", "vispec_prefill_s", "prefill_ratio"],
+         "verdicts.csv": ["claim", "paper", "rule", "measured", "verdict", "why", "paper_passes"]},
+        ["bench_main_length_vs_speedup.png"],
+        check_paper_tables,
+    ),
+    "05_length_vs_speedup": (
+        {},
+        {"length_vs_speedup.csv": ["method", "temperature", "task", "output_tokens", "speedup", "tau"]},
+        ["length_vs_speedup.png", "length_vs_speedup_trend.png"],
+        check_length,
     ),
 }
 
