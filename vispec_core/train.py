@@ -13,6 +13,8 @@ Stage 1 trains on text-only data; stage 2 on multimodal data, usually from a sta
 The target's passes are cached on disk (OUT/fcache, in the target's dtype: lossless); on the default
 VLM this made later epochs 2.4x faster (measured), on the tiny targets it changes nothing.
 Unlike the official code: the paper's soft CE (not L1 + top-10 ranking), no noise on f.
+--draft-vocab N gives the draft a reduced vocabulary (EAGLE-3): the N most frequent answer tokens of
+the training data (`frequent_tokens`); see `sample_loss` for what its loss leaves out.
 
     python -m vispec_core.train --target tiny:llava_next --kind vispec --data DIR --stage 2 --out OUT
     accelerate launch --multi_gpu --num_processes 2 -m vispec_core.train ...   # the same, data-parallel
@@ -73,6 +75,7 @@ class TrainConfig:
                                          # from epoch 2); none: rerun the target every time
     init: str | None = None              # a saved draft to start from (stage 2 after stage 1)
     draft_options: dict = field(default_factory=dict)   # DraftConfig overrides: num_compressed, use_compression, ...
+    draft_vocab: int | None = None       # N: the draft scores the N most frequent answer tokens; None: all
     dtype: str | None = None
 
     def resolved(self) -> "TrainConfig":
@@ -167,15 +170,30 @@ def _cast(ex: Example, dtype: torch.dtype) -> Example:
 
 
 # -- the loss --------------------------------------------------------------------------------------
-def sample_loss(model, head: torch.Tensor, target, ex: Example, kind: str, unroll: int, unroll_weight: float):
-    """(loss, per-step CE list, per-step top-1 agreement list) of one example.
+def sample_loss(model, head: torch.Tensor, target, ex: Example, kind: str, unroll: int, unroll_weight: float,
+                vocab: torch.LongTensor | None = None):
+    """(loss, per-step CE list, per-step top-1 agreement list, vocabulary mass) of one example.
 
     Step k's row at pair index t predicts token t+2 (Medusa: head k predicts t+2+k); its label is the
-    target's distribution at index t+1 (+k), softmax(lm_head(f)). Only answer tokens count."""
+    target's distribution at index t+1 (+k), softmax(lm_head(f)). Only answer tokens count.
+
+    vocab (the draft vocabulary's ids, N): the label is the target's distribution restricted to
+    those ids and renormalised, and the draft's log-softmax runs over the same N logits. What is
+    lost: the target's mass outside the vocabulary (1 - the returned mass, the mean over answer
+    tokens of sum_{v in vocab} p(v)); the draft cannot propose those tokens, so every cycle in which
+    the target picks one ends at the bonus token. The CE is then over N tokens, not comparable with
+    a full-vocabulary draft's; the top-1 agreement is against the target's real argmax, so it is."""
     out = model(ex.f, ex.inputs, unroll=unroll, return_logits=False)        # hidden [S, L, D]
     t, P, N = out.pair_index, ex.prompt_len, ex.length
     with torch.no_grad():
         p = torch.softmax(F.linear(ex.f[0, P - 1:N - 1], head).float(), -1)  # [A, V]: tokens P..N-1
+        top1 = p.argmax(-1)                                                 # the target's own choice
+        mass = 1.0
+        if vocab is not None:
+            p = p[:, vocab]                                                 # [A, N]
+            mass = float(p.sum(-1).mean())
+            p = p / p.sum(-1, keepdim=True).clamp_min(1e-30)
+            head = head[vocab]
     total, weights, ces, accs = 0.0, 0.0, [], []
     for k in range(out.hidden.shape[0]):
         predicted = t + 2 + (k if kind == "medusa" else 0)                 # token index each row predicts
@@ -184,28 +202,32 @@ def sample_loss(model, head: torch.Tensor, target, ex: Example, kind: str, unrol
             ces.append(float("nan"))
             accs.append(float("nan"))
             continue
-        q = torch.log_softmax(F.linear(out.hidden[k, keep], head).float(), -1)   # [n, V]
+        q = torch.log_softmax(F.linear(out.hidden[k, keep], head).float(), -1)   # [n, V or N]
         labels = p[predicted[keep] - P]
         ce = -(labels * q).sum(-1).mean()
         w = unroll_weight ** k
         total, weights = total + w * ce, weights + w
         ces.append(float(ce.detach()))
-        accs.append(float((q.argmax(-1) == labels.argmax(-1)).float().mean()))
+        guess = q.argmax(-1) if vocab is None else vocab[q.argmax(-1)]
+        accs.append(float((guess == top1[predicted[keep] - P]).float().mean()))
     if weights == 0:
         raise ValueError("A sample has no answer token to train on; check max_length and the dataset.")
-    return total / weights, ces, accs
+    return total / weights, ces, accs, mass
 
 
 @torch.no_grad()
 def evaluate(draft, target, examples, indices, kind: str, unroll: int = 0) -> dict:
     """Mean CE and top-1 agreement per step over samples (held-out ones, for a fair comparison)."""
     head = target.lm_head.weight.float()
-    ces, accs = [], []
+    vocab = getattr(draft, "vocab_ids", None)          # the draft vocabulary's ids, None: all
+    ces, accs, masses = [], [], []
     for i in indices:
-        _, c, a = sample_loss(draft, head, target, examples[i], kind, unroll, 1.0)
+        _, c, a, m = sample_loss(draft, head, target, examples[i], kind, unroll, 1.0, vocab)
         ces.append(c)
         accs.append(a)
-    return {"ce": np.nanmean(ces, 0).tolist(), "acc": np.nanmean(accs, 0).tolist()}
+        masses.append(m)
+    return {"ce": np.nanmean(ces, 0).tolist(), "acc": np.nanmean(accs, 0).tolist(),
+            "vocab_mass": float(np.mean(masses))}
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -243,7 +265,10 @@ def load_checkpoint(path: Path, draft, optimizer, scheduler) -> int:
 
 # -- the trainer -----------------------------------------------------------------------------------
 def build_draft(config: TrainConfig, target):
-    from .drafts import load_draft
+    """A fresh draft, or --init's; with draft_vocab N, over the N most frequent answer tokens of
+    config.data (an --init draft keeps its own vocabulary unless N is given)."""
+    from .data import load_synthesized
+    from .drafts import frequent_tokens, load_draft
 
     if config.init:
         draft = load_draft(config.init, target)
@@ -251,6 +276,8 @@ def build_draft(config: TrainConfig, target):
             raise ValueError(f"--init holds a {draft.config.kind} draft, not a {config.kind} one.")
     else:
         draft = load_draft(f"random:{config.kind}", target, seed=config.seed, **config.draft_options)
+    if config.draft_vocab:
+        draft.with_vocab(frequent_tokens(load_synthesized(config.data), config.draft_vocab, target.eos_token_ids))
     return draft.float().train()
 
 
@@ -325,6 +352,7 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     model = accelerator.prepare_model(draft) if W > 1 else draft
     examples = Examples(target, dataset, c.max_length, out / "fcache" if c.f_cache == "disk" else None)
     head = target.lm_head.weight.float()
+    vocab = getattr(draft, "vocab_ids", None)          # the draft vocabulary's ids, None: all
 
     log_path = out / "log.jsonl"
     if main:      # the log keeps what the checkpoint covers
@@ -343,9 +371,9 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
             tokens += ex.length - ex.prompt_len
             # DDP averages gradients once per step: on the last sample of the local batch
             with accelerator.no_sync(model) if W > 1 and j < len(batch) - 1 else nullcontext():
-                loss, ces, accs = sample_loss(model, head, target, ex, c.kind, c.unroll, c.unroll_weight)
+                loss, ces, accs, mass = sample_loss(model, head, target, ex, c.kind, c.unroll, c.unroll_weight, vocab)
                 (loss / local).backward()
-            stats.append([float(loss.detach())] + ces + accs)
+            stats.append([float(loss.detach()), mass] + ces + accs)
         norm = torch.nn.utils.clip_grad_norm_(draft.parameters(), c.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -355,8 +383,9 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
         mean = accelerator.reduce(torch.tensor(np.nanmean(stats, 0), device=device), "mean").tolist()
         n_tok = int(accelerator.reduce(torch.tensor(tokens, device=device), "sum"))
         dt = time.perf_counter() - t0
-        s = len(mean[1:]) // 2
-        record = dict(step=step, epoch=epoch, processes=W, loss=mean[0], ce=mean[1:1 + s], acc=mean[1 + s:],
+        s = len(mean[2:]) // 2
+        record = dict(step=step, epoch=epoch, processes=W, loss=mean[0], ce=mean[2:2 + s], acc=mean[2 + s:],
+                      vocab_mass=mean[1],
                       lr=scheduler.get_last_lr()[0], grad_norm=float(norm), samples_per_s=c.batch_size / dt,
                       tokens_per_s=n_tok / dt, cpu_s=time.process_time() - c0, answer_tokens=n_tok)
         if main:
@@ -406,6 +435,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-compression", action="store_true")
     p.add_argument("--no-global-injection", action="store_true")
     p.add_argument("--num-heads", type=int, default=None, help="Medusa heads")
+    p.add_argument("--draft-vocab", type=int, default=None,
+                   help="N: the draft scores only the N most frequent answer tokens of --data (EAGLE-3); default: all")
     p.add_argument("--dtype", default=None, help="the target's dtype (the draft trains in float32)")
     p.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
     p.set_defaults(func=cmd_train)
@@ -422,7 +453,8 @@ def cmd_train(a) -> int:
                          lr=a.lr, batch_size=a.batch_size, epochs=a.epochs, max_length=a.max_length,
                          max_steps=a.max_steps, warmup_steps=a.warmup_steps, unroll=a.unroll,
                          unroll_weight=a.unroll_weight, grad_clip=a.grad_clip, seed=a.seed, save_every=a.save_every,
-                         f_cache=a.f_cache, init=a.init, draft_options=options, dtype=a.dtype)
+                         f_cache=a.f_cache, init=a.init, draft_options=options, draft_vocab=a.draft_vocab,
+                         dtype=a.dtype)
     final = train(config, resume=a.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(final)

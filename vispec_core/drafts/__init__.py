@@ -9,12 +9,13 @@ from .config import KINDS, DraftConfig
 from .eagle2 import Eagle2Draft
 from .medusa import MedusaDraft, MedusaSession
 from .vispec import DraftSession, GlobalInjection, ViSpecDraft, VisionAdaptor, video_global_feature
+from .vocab import frequent_tokens
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "drafts"
 
 __all__ = ["DraftConfig", "DraftModel", "DraftOutput", "DraftSession", "Eagle2Draft", "GlobalInjection",
-           "KINDS", "MedusaDraft", "MedusaSession", "ViSpecDraft", "VisionAdaptor", "load_draft",
-           "shipped_path", "video_global_feature"]
+           "KINDS", "MedusaDraft", "MedusaSession", "ViSpecDraft", "VisionAdaptor", "frequent_tokens",
+           "load_draft", "shipped_path", "video_global_feature"]
 
 
 def shipped_path(target, kind: str) -> Path:

@@ -1,11 +1,17 @@
 """DraftModel: what every draft shares. The target's embedding and LM head are attached, frozen and
-never stored: they stay out of `parameters()`, `state_dict()` and the checkpoint."""
+never stored: they stay out of `parameters()`, `state_dict()` and the checkpoint.
+
+Reduced draft vocabulary (EAGLE-3's): with `config.draft_vocab` (N token ids) the draft scores only
+those tokens, logits = h @ W[ids].T with W the target's LM head; W[ids] is rebuilt at `attach` as a
+non-persistent buffer. Sessions still hand the tree log-probs indexed by token id, -inf outside the
+draft vocabulary; the target's verification is unchanged, so decoding stays lossless."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 
@@ -22,7 +28,7 @@ class DraftOutput:
     """
 
     hidden: torch.Tensor              # [S, L, D]: S steps (unroll + 1) or heads
-    logits: torch.Tensor | None       # [S, L, V] float32, or None when not asked for
+    logits: torch.Tensor | None       # [S, L, N] float32 over the draft vocabulary (N = V without one), or None
     pair_index: torch.LongTensor      # [L]
     is_image: torch.BoolTensor        # [L]: rows whose input is an image (compressed or not)
 
@@ -46,14 +52,27 @@ class DraftModel(PreTrainedModel):
 
     def __init__(self, config: DraftConfig):
         super().__init__(config)
-        object.__setattr__(self, "_shared", None)   # (embed_tokens, lm_head) of the target, unregistered
+        object.__setattr__(self, "_shared", None)   # (embed_tokens, lm_head, target), unregistered
 
     # -- the target's frozen parts ------------------------------------------------------------
     def attach(self, target) -> "DraftModel":
         """Share the target's embedding and LM head (after checking the draft was built for it)."""
         self.config.check_target(target)
-        object.__setattr__(self, "_shared", (target.language_model.embed_tokens, target.lm_head))
+        object.__setattr__(self, "_shared", (target.language_model.embed_tokens, target.lm_head, target))
+        if self.config.draft_vocab is not None:
+            weight = target.lm_head.weight
+            ids = torch.tensor(self.config.draft_vocab, dtype=torch.long, device=weight.device)
+            self.register_buffer("vocab_ids", ids, persistent=False)                        # [N]
+            self.register_buffer("vocab_head", weight.detach()[ids].clone(), persistent=False)  # [N, D]
         return self
+
+    def with_vocab(self, ids: list[int] | None) -> "DraftModel":
+        """The same draft over another draft vocabulary (None: the full one). No weight depends on
+        it (the LM head is the target's), so a trained draft can be restricted without retraining."""
+        self.config.draft_vocab = None if ids is None else [int(i) for i in ids]
+        for name in ("vocab_ids", "vocab_head"):
+            self._buffers.pop(name, None)
+        return self.attach(self._target_parts()[2])
 
     def _target_parts(self):
         if self._shared is None:
@@ -65,10 +84,23 @@ class DraftModel(PreTrainedModel):
         return self._target_parts()[0](ids)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self._target_parts()[1](hidden).float()
+        """[..., N] float32 over the draft vocabulary (its ids in order; N = V without one)."""
+        head = self._target_parts()[1]
+        if self.config.draft_vocab is None:
+            return head(hidden).float()
+        return F.linear(hidden.to(self.vocab_head.dtype), self.vocab_head).float()
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.logits(hidden), dim=-1)
+
+    def token_log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., V] log-probs indexed by token id, what the tree takes: a reduced vocabulary's are
+        scattered into -inf (one scatter), so a draft never proposes a token outside it."""
+        lp = self.log_probs(hidden)
+        if self.config.draft_vocab is None:
+            return lp
+        out = lp.new_full((*lp.shape[:-1], self.config.vocab_size), float("-inf"))
+        return out.index_copy_(-1, self.vocab_ids, lp)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod

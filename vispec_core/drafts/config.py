@@ -16,6 +16,9 @@ class DraftConfig(PreTrainedConfig):
     """One config for every draft kind.
 
     family / hidden_size / vocab_size: the target's `describe()`; a draft refuses another target.
+    draft_vocab: None (the target's full vocabulary) or the token ids the draft scores (EAGLE-3's
+    reduced draft vocabulary, e.g. `frequent_tokens` of the training answers); saved here, while
+    the LM head rows are rebuilt from the target at attach.
     mirrored_layer: the target's text config with one layer (vispec, eagle2), from which the draft's
     decoder layer is built; layer_class / rotary_class: the HF classes it instantiates.
     """
@@ -33,6 +36,7 @@ class DraftConfig(PreTrainedConfig):
     use_compression: bool = True          # off: the draft sees every image embedding (EAGLE-2)
     use_global_injection: bool = True     # f_aug = Linear(cat(f, g)) on text positions
     num_heads: int = 3                    # medusa: head j predicts token t+2+j from f_t
+    draft_vocab: list[int] | None = None  # token ids the draft scores; None: all
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -41,6 +45,13 @@ class DraftConfig(PreTrainedConfig):
             raise ValueError(f"Unknown draft kind {self.kind!r}; choose one of {KINDS}.")
         if self.kind != "medusa" and self.num_compressed < 1:
             raise ValueError(f"num_compressed must be >= 1, got {self.num_compressed}.")
+        if self.draft_vocab is not None:
+            ids = self.draft_vocab = [int(i) for i in self.draft_vocab]
+            top = self.vocab_size or float("inf")
+            if not ids or len(set(ids)) != len(ids) or min(ids) < 0 or max(ids) >= top:
+                raise ValueError(f"draft_vocab must hold distinct token ids in [0, {self.vocab_size}); got "
+                                 f"{len(ids)} ids, {len(set(ids))} distinct, in {min(ids, default=None)}.."
+                                 f"{max(ids, default=None)}.")
         super().__post_init__(**kwargs)
 
     @property

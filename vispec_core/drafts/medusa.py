@@ -42,6 +42,11 @@ class MedusaDraft(DraftModel, kind="medusa"):
         return DraftOutput(hidden, self.logits(hidden) if return_logits else None,
                            torch.arange(n, device=f.device), is_image)
 
+    @property
+    def max_depth(self) -> int:
+        """Draft tokens per tree path: one per head."""
+        return len(self.heads)
+
     def begin(self, target, inputs, capacity: int, **_):
         return MedusaSession(self)
 
@@ -55,7 +60,7 @@ class MedusaSession:
     @torch.inference_mode()
     def head_logprobs(self, j: int) -> torch.Tensor:
         if j not in self._logprobs:
-            self._logprobs[j] = self.draft.log_probs(self.draft.heads[j](self.f_last))
+            self._logprobs[j] = self.draft.token_log_probs(self.draft.heads[j](self.f_last))
         return self._logprobs[j]
 
     def extend(self, f: torch.Tensor, next_ids: torch.LongTensor, next_embeds=None) -> torch.Tensor:

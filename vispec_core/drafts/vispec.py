@@ -5,7 +5,7 @@ EAGLE pairing: the draft's row for sequence index t is built from (f_t, e_{t+1})
 last hidden state at t, e_{t+1} the input embedding of token t+1; it sits at the target's position of
 index t and its output h'_t predicts token t+2 through the target's LM head:
 
-    x_t = fc(cat(e_{t+1}, f_aug_t)),   h'_t = layer(x_t),   logits = lm_head(h'_t)
+    x_t = fc(cat(e_{t+1}, f_aug_t)),   h'_t = layer(x_t),   logits = lm_head(h'_t)   (draft vocabulary rows)
 
 Images: the pairs whose e is an image embedding (t in [s-1, e-1) for a span [s, e)) are replaced by
 the image's num_compressed tokens c; they take the last num_compressed of those pairs' positions and,
@@ -276,7 +276,7 @@ class DraftSession:
         self.committed, self.next_index = self.cache.length, start + m
         self.last_token = int(next_ids[-1])
         self.root_hidden = h[0, -1:]                               # [1, D]: the root's parent hidden
-        self.root_logprobs = d.log_probs(self.root_hidden)[0]     # [V]
+        self.root_logprobs = d.token_log_probs(self.root_hidden)[0]     # [V]
         self._new_tree()
         return self.root_logprobs
 
@@ -324,4 +324,4 @@ class DraftSession:
         self.tokens += tokens.tolist()
         self.parents += parents.tolist()
         self.nodes = n + k
-        return d.log_probs(h[0])
+        return d.token_log_probs(h[0])
