@@ -117,3 +117,11 @@ def test_medusa_too_deep_refused_before_work(target):
     medusa = load_draft("random:medusa", target=target)
     with pytest.raises(ValueError, match="at most 3"):
         decode_speculative(target, medusa, target.prepare("Hi"), 8, total_tokens=30, depth=4, top_k=8)
+
+
+def test_top_k_beyond_a_reduced_draft_vocabulary_refused(target):
+    from vispec_core import load_draft
+
+    draft = load_draft("random:eagle2", target=target, draft_vocab=[1, 2, 3, 4])
+    with pytest.raises(ValueError, match="top_k=8 exceeds the vocabulary size 4"):
+        decode_speculative(target, draft, target.prepare("Hi"), 8, total_tokens=30, depth=3, top_k=8)

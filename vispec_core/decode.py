@@ -103,7 +103,8 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
                        total_tokens: int = 30, depth: int = 3, top_k: int = 8) -> tuple[list[int], dict]:
     """Draft a tree, verify it in one target forward, keep the accepted path and the bonus token."""
     check_room(target, inputs, max_new_tokens)
-    check_tree(total_tokens, depth, top_k, target.vocab_size)
+    draft_vocab = getattr(getattr(draft, "config", None), "draft_vocab", None)
+    check_tree(total_tokens, depth, top_k, len(draft_vocab) if draft_vocab else target.vocab_size)
     max_depth = getattr(draft, "max_depth", None)
     if max_depth is not None and depth > max_depth:
         raise ValueError(f"This {type(draft).__name__} drafts at most {max_depth} tokens per path; "
