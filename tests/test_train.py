@@ -168,3 +168,26 @@ def test_bad_inputs_fail_clearly(world, tmp_path):
         train(TrainConfig(data=str(root / "vqa"), **{**base, "batch_size": 64}), target=t, progress=False)
     with pytest.raises(ValueError, match="Unknown profile"):
         train(TrainConfig(data=str(root / "vqa"), profile="gpu", **base), target=t, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["vispec", "eagle2", "medusa"])
+def test_trained_drafts_are_exact_at_temperature_zero(world, kind):
+    """A draft trained on the target's greedy answers gets tokens accepted on those prompts, and the
+    speculative output stays vanilla greedy's, token for token."""
+    from vispec_core.decode import decode_speculative, decode_vanilla
+
+    t, root = world["target"], world["root"]
+    data = root / "vqa_greedy"
+    if not data.exists():
+        synthesize(SPEC, "easy_vqa", 4, data, temperature=0.0, max_new_tokens=32, target=t, progress=False)
+    c = TrainConfig(target=SPEC, kind=kind, data=str(data), out=str(root / f"exact-{kind}"), stage=2,
+                    batch_size=4, epochs=30, lr=3e-3)
+    draft = load_draft(str(train(c, target=t, progress=False)), t)
+    accepted = 0
+    for record in load_synthesized(data):
+        inputs = t.prepare(record["prompt"], record["images"])
+        vanilla, _ = decode_vanilla(t, inputs, 48)
+        spec, stats = decode_speculative(t, draft, inputs, 48, total_tokens=16, depth=3, top_k=4)
+        assert spec == vanilla
+        accepted += sum(stats["accept_lengths"])
+    assert accepted > 0, "the trained draft never had a token accepted"
