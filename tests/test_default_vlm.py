@@ -85,6 +85,7 @@ def test_parity_with_reference_forward_fp32(image):
 
 def test_projector_smoke_build(tmp_path):
     """A few samples, a few steps: the loss goes down, the checkpoint resumes, the file loads back."""
+    torch.manual_seed(0)                       # the fresh projector's initialisation
     vlm = dv.load_vlm(projector=None)
     keys = ["evqa-0", "scene-1"]
     facts = {"evqa-0": {"kind": "evqa", **pt.easyvqa_facts("train")[0]},

