@@ -1,4 +1,4 @@
-"""Command line: `python -m vispec_core generate|bench ...` (--json for machine-readable output)."""
+"""Command line: `python -m vispec_core generate|synthesize|train|bench ...` (--json for machine-readable output)."""
 from __future__ import annotations
 
 import argparse
@@ -54,18 +54,13 @@ def main(argv=None) -> int:
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.set_defaults(func=cmd_generate)
 
+    from .bench import add_bench_parser
     from .data import add_synthesize_parser
     from .train import add_train_arguments
 
     add_synthesize_parser(sub)
     add_train_arguments(sub.add_parser("train", help="train a draft (stage 1 text-only, stage 2 multimodal)"))
-
-    try:
-        from .bench import add_bench_parser
-    except ImportError:
-        pass
-    else:
-        add_bench_parser(sub, add_target_args, add_tree_args)
+    add_bench_parser(sub, add_target_args, add_tree_args)
 
     args = parser.parse_args(argv)
     try:
