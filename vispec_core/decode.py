@@ -14,7 +14,6 @@ from .targets.base import Target, TargetInputs
 from .tree import check_tree, draft_tree
 from .verify import accept_greedy, accept_sampling, sample_token, target_probs
 
-PAPER_TREE = dict(total_tokens=30, depth=3, top_k=8)   # the paper's EAGLE-2 dynamic tree
 
 
 @dataclass
