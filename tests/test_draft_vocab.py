@@ -42,12 +42,12 @@ def test_draft_proposes_only_its_vocabulary(target, photos, kind):
     session = draft.begin(target, inputs, inputs.length + 64)
     f = target.forward(inputs.inputs_embeds, inputs.position_ids, target.new_cache(inputs.length))
     root = vanilla[0]
-    lp = session.extend(f, torch.cat([inputs.input_ids[0, 1:], torch.tensor([root])]))
+    lp = session.extend(f, torch.cat([inputs.input_ids[0, 1:], torch.tensor([root], device=target.device)]))
     assert lp.shape == (target.vocab_size,)
-    outside = torch.ones(target.vocab_size, dtype=torch.bool)
+    outside = torch.ones(target.vocab_size, dtype=torch.bool, device=lp.device)
     outside[ids] = False
     assert torch.isneginf(lp[outside]).all() and torch.isfinite(lp[ids]).all()
-    assert torch.allclose(lp[ids].exp().sum(), torch.tensor(1.0))
+    assert torch.allclose(lp[ids].exp().sum().cpu(), torch.tensor(1.0))
     tree = draft_tree(session, root, 30, 3, 8)
     assert len(tree.tokens) == 30 and set(tree.tokens[1:].tolist()) <= set(ids)
 
@@ -77,7 +77,7 @@ def test_save_load_keeps_the_ids_and_rebuilds_the_sub_head(target, photos, kind,
     loaded = load_draft(str(tmp_path), target)
     assert loaded.config.draft_vocab == ids
     assert torch.equal(loaded.vocab_head, target.lm_head.weight[ids])
-    h = torch.randn(5, target.hidden_size)
+    h = torch.randn(5, target.hidden_size, device=target.device)
     assert torch.equal(loaded.token_log_probs(h), draft.token_log_probs(h))
     # the same draft over the full vocabulary: the draft vocabulary's logits are a slice of it
     full = load_draft(str(tmp_path), target).with_vocab(None)

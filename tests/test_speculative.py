@@ -27,8 +27,8 @@ def first_divergence_gap(target, inputs, tokens):
     cache.commit(inputs.length)
     logits = [target.logits(f[0, -1])]
     for i, t in enumerate(tokens[:-1]):
-        pos = target.positions(cache.length, torch.zeros(1, dtype=torch.long), inputs.rope_delta)
-        logits.append(target.logits(target.forward(target.embed(torch.tensor([[t]])), pos, cache)[0, -1]))
+        pos = target.positions(cache.length, torch.zeros(1, dtype=torch.long, device=target.device), inputs.rope_delta)
+        logits.append(target.logits(target.forward(target.embed(torch.tensor([[t]], device=target.device)), pos, cache)[0, -1]))
         cache.commit(1)
     return [float(l.topk(2).values.diff().abs()) for l in logits]
 
@@ -60,7 +60,7 @@ def peaked_target():
     sequences with few enough bins for a chi-square test to have power. Drafts share this head, so
     they propose these tokens too: acceptance, rejection and the residual draw are all exercised."""
     target = load_target("tiny:llava_next:7", dtype=torch.float32)
-    head = torch.nn.Linear(target.hidden_size, VOCAB, bias=False)
+    head = torch.nn.Linear(target.hidden_size, VOCAB, bias=False).to(target.device)
     with torch.no_grad():
         head.weight.copy_(torch.randn(VOCAB, target.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.2)
     target.lm_head = target.model.lm_head = head.requires_grad_(False)
@@ -81,10 +81,11 @@ def exact_first3(target, inputs, special, temperature=1.0):
     f = target.forward(inputs.inputs_embeds, inputs.position_ids, cache)
     cache.commit(inputs.length)
     p1 = target_probs(target.logits(f[0, -1]), temperature)
-    s = torch.tensor(special)
+    dev = target.device
+    s = torch.tensor(special, device=dev)
     tokens = torch.cat([s, s.repeat(VOCAB)])                         # depth 0: t1; depth 1: (t1, t2)
-    parents = torch.cat([torch.full((VOCAB,), -1), torch.arange(VOCAB).repeat_interleave(VOCAB)])
-    depths = torch.cat([torch.zeros(VOCAB), torch.ones(VOCAB * VOCAB)]).long()
+    parents = torch.cat([torch.full((VOCAB,), -1), torch.arange(VOCAB).repeat_interleave(VOCAB)]).to(dev)
+    depths = torch.cat([torch.zeros(VOCAB), torch.ones(VOCAB * VOCAB)]).long().to(dev)
     pos = target.positions(cache.length, depths, inputs.rope_delta)
     logits = target.logits(target.forward(target.embed(tokens)[None], pos, cache, ancestor_mask(parents))[0])
     p = target_probs(logits, temperature)
@@ -153,7 +154,7 @@ def test_negative_control_wrong_verifier_is_rejected(peaked, peaked_inputs, monk
         while tree.children[nodes[-1]]:
             nodes.append(tree.children[nodes[-1]][0])
         probs = target_probs(logits[nodes[-1]], temperature, top_p)
-        return Acceptance(nodes, int(torch.multinomial(probs, 1, generator=generator)))
+        return Acceptance(nodes, int(torch.multinomial(probs.cpu(), 1, generator=generator)))
 
     monkeypatch.setattr(decode, "accept_sampling", accept_first_child)
     samples = sample_first3(target, load_draft("random:eagle2", target=target), inputs, 400)

@@ -147,5 +147,6 @@ def draft_tree(
         rows.append(path[::-1])
     width = max(len(r) for r in rows)
     paths = torch.tensor([r + [-1] * (width - len(r)) for r in rows], device=dev)
-
+    if device is not None and torch.device(device) != dev:      # a draft on another device than the target
+        tokens, parents, depths, scores, paths = (t.to(device) for t in (tokens, parents, depths, scores, paths))
     return DraftTree(tokens, parents, depths, scores, ancestor_mask(parents), paths, children)
