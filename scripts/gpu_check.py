@@ -1,14 +1,16 @@
 """GPU check: is our decoder near the hardware's floor, what does verification cost, how fast is the default world?
 
-Four measurements, each written to <out>/gpu_check.json as it finishes (a phase that fails records its
+Five measurements, each written to <out>/gpu_check.json as it finishes (a phase that fails records its
 error and the others still run; nothing is written that was not measured on this machine):
 
 1. copy bandwidth: a large device tensor copied into another (bytes read + written / time, median);
 2. a 7B-shaped Llama LM (LlamaConfig: hidden 4096, 32 layers, intermediate 11008, 32 heads, vocab
    32000; random weights, bf16): our `decode_vanilla` per-token time against the memory-bandwidth
    floor (weight bytes / copy bandwidth), and transformers' `generate` per-token time beside it;
-3. the same model's verify-cost curve: one forward over n tree tokens after a 1024-token prefix;
-4. the default world's benchmark (`python -m vispec_core bench --target default --tree auto ...`, shipped
+3. the same model's draft-verify cycle in our loop (random EAGLE-2 draft, paper tree): draft and verify
+   time per cycle, and the speedup it implies at acceptance tau;
+4. the same model's verify-cost curve: one forward over n tree tokens after a 1024-token prefix;
+5. the default world's benchmark (`python -m vispec_core bench --target default --tree auto ...`, shipped
    drafts) to <out>/bench_default.jsonl with tables and figures under <out>/ (resumable: a rerun
    continues where a timed-out one stopped).
 
@@ -120,6 +122,27 @@ def vanilla_vs_floor(target, bandwidth: float, prompt_len: int, new_tokens: int,
             "note": "per-token decode time (prefill excluded; HF: generate(n) minus generate(1), per extra token)"}
 
 
+def speculative_cycle(target, vanilla_token_s: float | None, prompt_len: int, new_tokens: int) -> dict:
+    """One draft-verify cycle of our loop on this model (random EAGLE-2 draft, paper tree 30/3/8, T=0):
+    the time of drafting the tree and of verifying + committing it, per cycle. A random draft accepts
+    ~nothing, so this is the cycle's cost; the speedup a trained draft would give at acceptance tau is
+    (1 + tau) x vanilla time per token / cycle time."""
+    from vispec_core.decode import decode_speculative
+    from vispec_core.drafts import load_draft
+
+    draft = load_draft("random:eagle2", target)
+    ids = torch.randint(0, target.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(2))
+    inputs = target.prepare(ids)
+    decode_speculative(target, draft, inputs, 4)                         # warm-up
+    _, st = decode_speculative(target, draft, inputs, new_tokens)
+    cycle = st["decode_time_s"] / st["cycles"]
+    out = {"tree": "30/3/8", "cycles": st["cycles"], "tau": st["tau"], "draft_s_per_cycle": st["draft_time_s"] / st["cycles"],
+           "verify_s_per_cycle": st["verify_time_s"] / st["cycles"], "cycle_s": cycle}
+    if vanilla_token_s:
+        out["projected_speedup_at_tau"] = {str(t): (1 + t) * vanilla_token_s / cycle for t in (1.0, 2.0, 3.0)}
+    return out
+
+
 def verify_curve(target, prefix: int, repeats: int) -> dict:
     ids = torch.randint(0, target.vocab_size, (prefix,), generator=torch.Generator().manual_seed(1))
     inputs = target.prepare(ids)
@@ -196,6 +219,9 @@ def main(argv=None) -> int:
                                                            64 if args.small else 512, 8 if args.small else 128,
                                                            2 if args.small else 3))
     if target is not None:
+        phase("speculative_cycle", lambda: speculative_cycle(
+            target, report.get("vanilla_vs_floor", {}).get("ours_token_s"), 64 if args.small else 512,
+            8 if args.small else 64))
         phase("verify_curve", lambda: verify_curve(target, 64 if args.small else 1024, 2 if args.small else 10))
         target = None
         if device.type == "cuda":

@@ -36,6 +36,8 @@ def test_small_run_measures_every_phase(gpu_check, tmp_path):
     for k in ("floor_token_s", "ours_token_s", "hf_generate_token_s", "ours_over_floor"):
         assert math.isfinite(v[k]) and v[k] > 0
     assert set(report["verify_curve"]["seconds"]) >= {"1", "8", "30", "64"}
+    c = report["speculative_cycle"]
+    assert c["cycles"] > 0 and c["cycle_s"] > 0 and c["draft_s_per_cycle"] + c["verify_s_per_cycle"] > 0
     assert (tmp_path / "bench_small.jsonl").is_file() and (tmp_path / "tables" / "bench_small_summary.csv").is_file()
 
 
