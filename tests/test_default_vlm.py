@@ -62,25 +62,9 @@ def test_image_count_mismatch(target, image):
 def test_parity_with_reference_forward_fp32(image):
     """Target.forward (preallocated cache, token by token) == DefaultVLM.forward through HF's
     LlamaForCausalLM on inputs_embeds, in fp32."""
-    tgt = dv.load_default_target(dtype=torch.float32, projector=dv.PROJECTOR_PATH if HAVE_PROJECTOR else None)
-    inp = tgt.prepare("Describe the image.", [image])
-    cache = tgt.new_cache(inp.length + 8)
-    logits = tgt.logits(tgt.forward(inp.inputs_embeds, inp.position_ids, cache))
-    cache.commit(inp.length)
-    ids = inp.input_ids
-    pixel = dv.preprocess([image])
-    ref = tgt.vlm(ids, pixel).float()
-    assert (logits - ref).abs().max().item() <= 1e-4
-    steps = []
-    for _ in range(4):                                     # greedy decode, one token at a time
-        nxt = logits[0, -1].argmax().view(1, 1)
-        ids = torch.cat([ids, nxt], 1)
-        pos = torch.tensor([[cache.length]])
-        logits = tgt.logits(tgt.forward(tgt.embed(nxt), pos, cache))
-        cache.commit(1)
-        steps.append(logits[0, -1])
-    ref = tgt.vlm(ids, pixel).float()[0, -4:]
-    assert (torch.stack(steps) - ref).abs().max().item() <= 1e-4
+    res = dv.reference_parity(image, steps=4)
+    assert res["max_abs_diff_prefill"] <= 1e-4 and res["max_abs_diff_steps"] <= 1e-4, res
+    assert res["same_greedy_tokens"]
 
 
 def test_projector_smoke_build(tmp_path):

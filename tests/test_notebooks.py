@@ -83,7 +83,21 @@ def check_length(results):
 
 
 # notebook -> (extra smoke parameters, tables it must write with their required columns, figures, check)
+def check_default_target(results):
+    checks = pd.read_csv(results / "tables" / "default_vlm_checks.csv").set_index("check")
+    assert checks.loc["Parity: max |logit diff| (fp32)", "measured"] <= 1e-4
+    for row in ("See: shape accuracy", "See: colour accuracy"):
+        assert 0 <= checks.loc[row, "measured"] <= 1 and 0 <= float(checks.loc[row, "blank_image"]) <= 1
+    assert checks.loc["Vanilla decoder tokens/s", "measured"] > 0
+
+
 EXPECTED = {
+    "00_build_default_target": (
+        {},
+        {"default_vlm_checks.csv": ["check", "measured", "blank_image", "goal", "n", "met"]},
+        ["default_vlm_projector_loss.png", "default_vlm_long_lengths.png"],
+        check_default_target,
+    ),
     "01_redundancy_attention": (
         {},
         {"redundancy_single_layer.csv": ["R", "measured", "closed_form"],

@@ -88,6 +88,33 @@ def init_from(stage1: str | Path, target, out: Path, kind: str, **options) -> Pa
     return Path(out)
 
 
+def ship_draft(final: str | Path, target, dest: str | Path) -> Path:
+    """Save a trained draft where `load_draft` finds it, in the target's dtype (bf16 for the default
+    target: half the bytes of the fp32 training copy), replacing what was there."""
+    import shutil
+
+    from .drafts import load_draft
+
+    draft = load_draft(str(final), target)
+    dest = Path(dest)
+    shutil.rmtree(dest, ignore_errors=True)
+    draft.save_pretrained(dest)
+    return dest
+
+
+def export_train_log(run_out: str | Path, logs_dir: str | Path, name: str, stage: int, notebook: str) -> Path:
+    """A training run's log (run_out/log.jsonl) as results/raw/train_logs/<name>__stage<k>.jsonl, the
+    records notebook 03 reads, with the run's config in the metadata."""
+    import json
+
+    from .records import write_jsonl
+    from .train import read_log
+
+    config = json.loads(Path(run_out, "train_config.json").read_text())
+    return write_jsonl(Path(logs_dir) / f"{name.replace('/', '--')}__stage{stage}.jsonl", read_log(run_out),
+                       notebook=notebook, run=name, kind=config["kind"], stage=stage, config=config)
+
+
 # -- the "plain" stage-2 data: the source's own short answers, no generation ------------------------
 def write_plain(target, target_spec: str, n: int, out, seed: int = 0, shard_size: int = 64) -> Path:
     """Scenes with their ground-truth caption (`scenes.describe`) or one short question/answer pair

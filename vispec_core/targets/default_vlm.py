@@ -249,6 +249,33 @@ def load_default_target(device=None, dtype=None, projector: str | Path | None = 
     return DefaultTarget(vlm)
 
 
+@torch.inference_mode()
+def reference_parity(image: Image.Image, prompt: str = "Describe the image.", steps: int = 4,
+                     projector: str | Path | None = PROJECTOR_PATH) -> dict:
+    """Our Target.forward (preallocated cache, then token by token) against DefaultVLM.forward through
+    HF's LlamaForCausalLM on inputs_embeds, both in fp32: the largest logit difference over the
+    prefill and over `steps` greedy steps, and whether the greedy tokens agree."""
+    tgt = load_default_target(dtype=torch.float32, projector=projector if projector and Path(projector).is_file() else None)
+    inp = tgt.prepare(prompt, [image])
+    cache = tgt.new_cache(inp.length + steps)
+    logits = tgt.logits(tgt.forward(inp.inputs_embeds, inp.position_ids, cache))
+    cache.commit(inp.length)
+    ids, pixel = inp.input_ids, preprocess([image])
+    prefill_diff = (logits - tgt.vlm(ids, pixel).float()).abs().max().item()
+    ours = []
+    for _ in range(steps):
+        nxt = logits[0, -1].argmax().view(1, 1)
+        ids = torch.cat([ids, nxt], 1)
+        logits = tgt.logits(tgt.forward(tgt.embed(nxt), torch.tensor([[cache.length]]), cache))
+        cache.commit(1)
+        ours.append(logits[0, -1])
+    ref = tgt.vlm(ids, pixel).float()[0, -steps:]
+    ours = torch.stack(ours)
+    return {"prompt_tokens": inp.length, "steps": steps, "max_abs_diff_prefill": prefill_diff,
+            "max_abs_diff_steps": (ours - ref).abs().max().item(),
+            "same_greedy_tokens": torch.equal(ours.argmax(-1), ref.argmax(-1))}
+
+
 def describe_build() -> dict:
     return {"lm": LM_NAME, "gguf": GGUF_NAME, "encoder": ENCODER_NAME, "image_size": IMAGE_SIZE,
             "image_tokens": IMAGE_TOKENS, "cache": str(cache_dir())}
