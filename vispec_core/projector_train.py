@@ -36,6 +36,9 @@ EVQA_SHAPES = ("circle", "rectangle", "triangle")
 LONG_PROMPTS = ("Provide a detailed description of the given image.",
                 "Describe this image in detail.")
 EXPLAIN = " Please answer with an explanation."
+# LLaVA-1.5's device for mixing short VQA with long answers: the short questions carry an explicit
+# instruction, so the frozen LM learns terseness only when asked for it and stays verbose otherwise.
+SHORT = " Answer in one short sentence."
 
 
 # -- easy-vqa ---------------------------------------------------------------------------------
@@ -230,8 +233,8 @@ def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, to
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     out = []
 
-    def add(key, prompt, answer, complete):
-        p = dv.prompt_ids(tokenizer, prompt, 1)
+    def add(key, prompt, answer, complete, short=False):
+        p = dv.prompt_ids(tokenizer, prompt + (SHORT if short else ""), 1)
         a = tokenizer(answer, add_special_tokens=False)["input_ids"]
         if len(a) > max_answer_tokens:
             a, complete = a[:max_answer_tokens], False
@@ -243,7 +246,7 @@ def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, to
                 q, a = easyvqa_short(facts, rng, p_shape)
             else:
                 q, a = sc.questions(_scene(facts), np.random.default_rng(rng.randrange(1 << 30)), 1)[0]
-            add(key, q, a, True)
+            add(key, q, a, True, short=True)
     if answers_path is not None and answers_path.exists():
         for line in answers_path.read_text().splitlines():
             d = json.loads(line)
@@ -395,7 +398,7 @@ def evaluate_see(vlm: dv.DefaultVLM, n: int = 200, batch: int = 16, blank: bool 
             if not blank and i not in feats:
                 feats[i] = vlm.encode_images(dv.preprocess([easyvqa_image("test", i)]))[0]
         f = torch.stack([blank_feat if blank else feats[i] for _, _, i in part])
-        outs = generate_batch(vlm, [q[0].capitalize() for q in part], f, 12)
+        outs = generate_batch(vlm, [q[0].capitalize() + SHORT for q in part], f, 12)
         for (q, a, _), o in zip(part, outs):
             kind = "shape" if a in EVQA_SHAPES else "color"
             names = EVQA_SHAPES if kind == "shape" else EVQA_COLORS
