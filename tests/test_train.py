@@ -142,6 +142,22 @@ def test_stage_2_starts_from_the_stage_1_draft(world, tmp_path):
         build_draft(TrainConfig(**{**c.__dict__, "kind": "medusa"}).resolved(), t)
 
 
+def test_a_variant_from_init_keeps_its_options(world, tmp_path):
+    """--init with --no-global-injection / --num-compressed: the options hold, the weights that fit come
+    from the stage-1 draft (they were once silently dropped)."""
+    t, root = world["target"], world["root"]
+    stage1 = load_draft("random:vispec", t, seed=5)
+    stage1.save_pretrained(tmp_path / "stage1")
+    c = TrainConfig(target=SPEC, kind="vispec", data=str(root / "vqa"), out=str(tmp_path / "s2"), stage=2,
+                    init=str(tmp_path / "stage1"), draft_options={"use_global_injection": False, "num_compressed": 4})
+    draft = build_draft(c.resolved(), t)
+    assert draft.config.use_global_injection is False and draft.config.num_compressed == 4
+    start, before = draft.state_dict(), stage1.state_dict()
+    same = [k for k in start if k in before and start[k].shape == before[k].shape]
+    assert same and all(torch.equal(start[k], before[k].float()) for k in same)
+    assert not any("global" in k for k in start)
+
+
 def test_f_cache_on_disk_is_lossless(world, tmp_path):
     t, root = world["target"], world["root"]
     ds = load_synthesized(root / "vqa")

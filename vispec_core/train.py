@@ -274,6 +274,13 @@ def build_draft(config: TrainConfig, target):
         draft = load_draft(config.init, target)
         if draft.config.kind != config.kind:
             raise ValueError(f"--init holds a {draft.config.kind} draft, not a {config.kind} one.")
+        if config.draft_options:      # a variant: fresh draft with the options, every weight that fits from --init
+            done, draft = draft, load_draft(f"random:{config.kind}", target, seed=config.seed, **config.draft_options)
+            mine = draft.state_dict()
+            draft.load_state_dict({k: v for k, v in done.state_dict().items()
+                                   if k in mine and mine[k].shape == v.shape}, strict=False)
+            if done.config.draft_vocab and not config.draft_vocab:
+                draft.with_vocab(done.config.draft_vocab)
     else:
         draft = load_draft(f"random:{config.kind}", target, seed=config.seed, **config.draft_options)
     if config.draft_vocab:
