@@ -138,3 +138,25 @@ def _fp32_target():
         _FP32["t"] = dv.load_default_target(dtype=torch.float32,
                                             projector=dv.PROJECTOR_PATH if HAVE_PROJECTOR else None)
     return _FP32["t"]
+
+
+@pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
+@pytest.mark.parametrize("kind", ["vispec", "eagle2", "medusa"])
+def test_shipped_drafts_fit_are_exact_and_trained(kind):
+    """The drafts under data/drafts/default/ load onto the default target, stay token-identical to
+    vanilla greedy (fp32), and accept draft tokens on a held-out caption (a random draft accepts ~0),
+    so a broken or untrained checkpoint fails here."""
+    from vispec_core import load_draft
+    from vispec_core.decode import decode_speculative, decode_vanilla
+    from vispec_core.drafts import shipped_path
+    from vispec_core.tasks import task_prompts
+
+    tgt = _fp32_target()
+    if not (shipped_path(tgt, kind) / "config.json").is_file():
+        pytest.skip(f"no shipped {kind} draft")
+    p = task_prompts("caption", 1, 0)[0]
+    inputs = tgt.prepare(p.prompt, p.images)
+    vanilla, _ = decode_vanilla(tgt, inputs, 24)
+    spec, stats = decode_speculative(tgt, load_draft(kind, tgt), inputs, 24, total_tokens=12, depth=3, top_k=4)
+    assert spec == vanilla
+    assert stats["tau"] > 0.2, stats["accept_lengths"]
