@@ -77,14 +77,12 @@ def bench_drafts_folder(family: str, name: str, root: Path = SHIPPED) -> str:
 def init_from(stage1: str | Path, target, out: Path, kind: str, **options) -> Path:
     """A fresh draft with `options` that takes every weight of the stage-1 draft whose name and shape
     match (the adaptor of another compressed-token count starts fresh): the --init of a stage-2 run."""
-    from .drafts import load_draft
+    from .drafts import load_draft, variant_of
 
     done = load_draft(str(stage1), target)
-    draft = load_draft(f"random:{kind}", target, **options)
-    mine = draft.state_dict()
-    take = {k: v for k, v in done.state_dict().items() if k in mine and mine[k].shape == v.shape}
-    draft.load_state_dict(take, strict=False)
-    draft.save_pretrained(out)
+    if done.config.kind != kind:
+        raise ValueError(f"{stage1} holds a {done.config.kind} draft, not a {kind} one.")
+    variant_of(done, target, **options).save_pretrained(out)
     return Path(out)
 
 

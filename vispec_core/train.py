@@ -268,19 +268,14 @@ def build_draft(config: TrainConfig, target):
     """A fresh draft, or --init's; with draft_vocab N, over the N most frequent answer tokens of
     config.data (an --init draft keeps its own vocabulary unless N is given)."""
     from .data import load_synthesized
-    from .drafts import frequent_tokens, load_draft
+    from .drafts import frequent_tokens, load_draft, variant_of
 
     if config.init:
         draft = load_draft(config.init, target)
         if draft.config.kind != config.kind:
             raise ValueError(f"--init holds a {draft.config.kind} draft, not a {config.kind} one.")
-        if config.draft_options:      # a variant: fresh draft with the options, every weight that fits from --init
-            done, draft = draft, load_draft(f"random:{config.kind}", target, seed=config.seed, **config.draft_options)
-            mine = draft.state_dict()
-            draft.load_state_dict({k: v for k, v in done.state_dict().items()
-                                   if k in mine and mine[k].shape == v.shape}, strict=False)
-            if done.config.draft_vocab and not config.draft_vocab:
-                draft.with_vocab(done.config.draft_vocab)
+        if config.draft_options:      # a variant: the options, and every weight of --init that fits
+            draft = variant_of(draft, target, seed=config.seed, **config.draft_options)
     else:
         draft = load_draft(f"random:{config.kind}", target, seed=config.seed, **config.draft_options)
     if config.draft_vocab:

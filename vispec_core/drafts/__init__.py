@@ -15,7 +15,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "data" / "drafts"
 
 __all__ = ["DraftConfig", "DraftModel", "DraftOutput", "DraftSession", "Eagle2Draft", "GlobalInjection",
            "KINDS", "MedusaDraft", "MedusaSession", "ViSpecDraft", "VisionAdaptor", "frequent_tokens",
-           "load_draft", "shipped_path", "video_global_feature"]
+           "load_draft", "shipped_path", "variant_of", "video_global_feature"]
 
 
 def shipped_path(target, kind: str) -> Path:
@@ -50,3 +50,16 @@ def load_draft(spec: str, target, seed: int = 0, **overrides) -> DraftModel:
     config.check_target(target)                  # before any weight is read
     model = DraftModel._kinds[config.kind].from_pretrained(path, config=config, dtype=target.dtype)
     return model.to(target.device).eval().attach(target)
+
+
+def variant_of(done: DraftModel, target, seed: int = 0, **options) -> DraftModel:
+    """A fresh draft of done's kind with DraftConfig `options` (num_compressed, use_global_injection,
+    ...) that takes every weight of `done` whose name and shape match, and done's draft vocabulary:
+    how an ablation variant starts from a trained draft (an adaptor of another size starts fresh)."""
+    draft = load_draft(f"random:{done.config.kind}", target, seed=seed, **options)
+    mine = draft.state_dict()
+    draft.load_state_dict({k: v for k, v in done.state_dict().items() if k in mine and mine[k].shape == v.shape},
+                          strict=False)
+    if done.config.draft_vocab:
+        draft.with_vocab(done.config.draft_vocab)
+    return draft
