@@ -21,8 +21,9 @@ Within 15 minutes on one H200 (one run of at most 10 minutes, leaving time to re
 It needs a CUDA build of torch, transformers 5, the assets of `make setup` (SmolLM2 cache, projector,
 shipped drafts in data/drafts/default/) for phase 5. Phase 5's size is set by --bench-prompts (per
 task), --bench-tokens and --bench-tasks; the defaults (2 prompts x 5 tasks x T=0,1 x 128 tokens, six
-methods, plus the auto trees) are sized for about 5 minutes. `--skip-bench` runs phases 1-4 only. Note: phase 5 needs the default target's 98 MB GGUF on that machine,
-more than one device call of this workplace carries (64 MiB), so it ran nowhere yet.
+methods, plus the auto trees) are sized for about 5 minutes. `--skip-bench` runs phases 1-4 only.
+Phase 5 needs the default target's 98 MB GGUF on that machine, more than one device call of this
+workplace carries (64 MiB), so it has not run on a GPU yet.
 
 On a CPU, `--small` runs everything at a tiny shape (a 2-layer Llama, tiny:llava_next with random
 drafts), which tests/test_gpu_script.py does so this script cannot rot. Without CUDA and without
