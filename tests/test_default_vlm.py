@@ -69,13 +69,7 @@ def test_parity_with_reference_forward_fp32(image):
 
 def test_projector_smoke_build(tmp_path):
     """A few samples, a few steps: the loss goes down, the checkpoint resumes, the file loads back."""
-    torch.manual_seed(0)                       # the fresh projector's initialisation
-    vlm = dv.load_vlm(projector=None)
-    keys = ["evqa-0", "scene-1"]
-    facts = {"evqa-0": {"kind": "evqa", **pt.easyvqa_facts("train")[0]},
-             "scene-1": {"kind": "scene", **sc.sample_scene(1).to_dict()}}
-    feats = {k: f for k, f in zip(keys, vlm.encode_images(dv.preprocess([pt.load_image(k) for k in keys])))}
-    samples = pt.build_samples([(k, facts[k]) for k in keys], None, vlm.tokenizer)
+    vlm, samples, feats = pt.smoke_setup()
     with torch.no_grad():
         before = pt.loss_on(vlm, samples, feats).item()
     pt.train(vlm, samples, feats, tmp_path, steps=2, batch=2, lr=3e-3, warmup=1, save_every=2, log=lambda m: None)

@@ -15,7 +15,6 @@ from .tree import check_tree, draft_tree
 from .verify import accept_greedy, accept_sampling, sample_token, target_probs
 
 
-
 @dataclass
 class Generation:
     token_ids: list[int]                 # generated tokens only (EOS included when it ended the answer)

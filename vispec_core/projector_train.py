@@ -255,6 +255,18 @@ def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, to
     return out
 
 
+def smoke_setup(keys=("evqa-0", "scene-1")) -> tuple[dv.DefaultVLM, list[dict], dict]:
+    """A fresh projector (seeded) and the short-answer samples and frozen features of two training
+    images: what a smoke build trains on (notebook 00, the tests)."""
+    torch.manual_seed(0)
+    vlm = dv.load_vlm(projector=None)
+    evqa = easyvqa_facts("train")
+    facts = {k: {"kind": "evqa", **evqa[int(k.split("-")[1])]} if k.startswith("evqa") else
+             {"kind": "scene", **sc.sample_scene(int(k.split("-")[1])).to_dict()} for k in keys}
+    feats = dict(zip(keys, vlm.encode_images(dv.preprocess([load_image(k) for k in keys]))))
+    return vlm, build_samples([(k, facts[k]) for k in keys], None, vlm.tokenizer), feats
+
+
 def batches(samples: list[dict], batch: int, seed: int, epoch: int) -> list[list[int]]:
     """Shuffled batches of similar length (sorted within windows of 8 batches) to waste less padding."""
     rng = random.Random(seed * 1000 + epoch)

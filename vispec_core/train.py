@@ -171,7 +171,7 @@ def _cast(ex: Example, dtype: torch.dtype) -> Example:
 
 # -- the loss --------------------------------------------------------------------------------------
 def sample_loss(model, head: torch.Tensor, target, ex: Example, kind: str, unroll: int, unroll_weight: float,
-                vocab: torch.LongTensor | None = None):
+                vocab: torch.LongTensor | None = None, vocab_head: torch.Tensor | None = None):
     """(loss, per-step CE list, per-step top-1 agreement list, vocabulary mass) of one example.
 
     Step k's row at pair index t predicts token t+2 (Medusa: head k predicts t+2+k); its label is the
@@ -182,7 +182,8 @@ def sample_loss(model, head: torch.Tensor, target, ex: Example, kind: str, unrol
     lost: the target's mass outside the vocabulary (1 - the returned mass, the mean over answer
     tokens of sum_{v in vocab} p(v)); the draft cannot propose those tokens, so every cycle in which
     the target picks one ends at the bonus token. The CE is then over N tokens, not comparable with
-    a full-vocabulary draft's; the top-1 agreement is against the target's real argmax, so it is."""
+    a full-vocabulary draft's; the top-1 agreement is against the target's real argmax, so it is.
+    vocab_head: head[vocab], computed once by the caller (else here, per sample)."""
     out = model(ex.f, ex.inputs, unroll=unroll, return_logits=False)        # hidden [S, L, D]
     t, P, N = out.pair_index, ex.prompt_len, ex.length
     with torch.no_grad():
@@ -193,7 +194,7 @@ def sample_loss(model, head: torch.Tensor, target, ex: Example, kind: str, unrol
             p = p[:, vocab]                                                 # [A, N]
             mass = float(p.sum(-1).mean())
             p = p / p.sum(-1, keepdim=True).clamp_min(1e-30)
-            head = head[vocab]
+            head = head[vocab] if vocab_head is None else vocab_head
     total, weights, ces, accs = 0.0, 0.0, [], []
     for k in range(out.hidden.shape[0]):
         predicted = t + 2 + (k if kind == "medusa" else 0)                 # token index each row predicts
@@ -220,9 +221,10 @@ def evaluate(draft, target, examples, indices, kind: str, unroll: int = 0) -> di
     """Mean CE and top-1 agreement per step over samples (held-out ones, for a fair comparison)."""
     head = target.lm_head.weight.float()
     vocab = getattr(draft, "vocab_ids", None)          # the draft vocabulary's ids, None: all
+    vocab_head = None if vocab is None else head[vocab]
     ces, accs, masses = [], [], []
     for i in indices:
-        _, c, a, m = sample_loss(draft, head, target, examples[i], kind, unroll, 1.0, vocab)
+        _, c, a, m = sample_loss(draft, head, target, examples[i], kind, unroll, 1.0, vocab, vocab_head)
         ces.append(c)
         accs.append(a)
         masses.append(m)
@@ -355,6 +357,7 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     examples = Examples(target, dataset, c.max_length, out / "fcache" if c.f_cache == "disk" else None)
     head = target.lm_head.weight.float()
     vocab = getattr(draft, "vocab_ids", None)          # the draft vocabulary's ids, None: all
+    vocab_head = None if vocab is None else head[vocab]
 
     log_path = out / "log.jsonl"
     if main:      # the log keeps what the checkpoint covers
@@ -373,7 +376,8 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
             tokens += ex.length - ex.prompt_len
             # DDP averages gradients once per step: on the last sample of the local batch
             with accelerator.no_sync(model) if W > 1 and j < len(batch) - 1 else nullcontext():
-                loss, ces, accs, mass = sample_loss(model, head, target, ex, c.kind, c.unroll, c.unroll_weight, vocab)
+                loss, ces, accs, mass = sample_loss(model, head, target, ex, c.kind, c.unroll, c.unroll_weight, vocab,
+                                                  vocab_head)
                 (loss / local).backward()
             stats.append([float(loss.detach()), mass] + ces + accs)
         norm = torch.nn.utils.clip_grad_norm_(draft.parameters(), c.grad_clip)
