@@ -10,6 +10,9 @@ error and the others still run; nothing is written that was not measured on this
 3. the same model's draft-verify cycle in our loop (random EAGLE-2 draft, paper tree): draft and verify
    time per cycle, and the speedup it implies at acceptance tau;
 4. the same model's verify-cost curve: one forward over n tree tokens after a 1024-token prefix;
+(--profile-cycle) the same cycle under torch.profiler, the prefill left out: the top 25 ops by self
+   device time and by self CPU time, and per cycle the host-device synchronisations, copies and
+   kernel launches, to <out>/profile_cycle.txt (a summary into the JSON);
 5. the default world's benchmark (`python -m vispec_core bench --target default --tree auto ...`, shipped
    drafts) to <out>/bench_default.jsonl with tables and figures under <out>/ (resumable: a rerun
    continues where a timed-out one stopped).
@@ -145,6 +148,69 @@ def speculative_cycle(target, vanilla_token_s: float | None, prompt_len: int, ne
     return out
 
 
+SYNC_AND_COPY_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+                       "cudaMemcpyAsync")
+LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+HOST_READS = ("aten::_local_scalar_dense", "aten::item", "aten::nonzero")   # reads that make the host wait
+
+
+def profile_cycle(target, prompt_len: int, cycles: int, text_path: Path) -> dict:
+    """`cycles` draft-verify cycles of speculative_cycle's setting under torch.profiler, from the
+    loop's first draft tree on (prefill and the draft's prompt pass left out). Counts are per cycle;
+    cudaDeviceSynchronize includes the loop's two timing marks per cycle (Clock)."""
+    import vispec_core.decode as decode
+    from torch.profiler import ProfilerActivity, profile
+    from vispec_core.drafts import load_draft
+
+    draft = load_draft("random:eagle2", target)
+    ids = torch.randint(0, target.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(2))
+    inputs = target.prepare(ids)
+    decode.decode_speculative(target, draft, inputs, 4)                         # warm-up
+    cuda = target.device.type == "cuda"
+    prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []))
+    build, started = decode.draft_tree, []
+
+    def draft_tree(*args, **kwargs):                 # the loop's first tree starts the recording
+        if not started:
+            started.append(prof.start())
+        return build(*args, **kwargs)
+
+    decode.draft_tree = draft_tree
+    try:
+        _, st = decode.decode_speculative(target, draft, inputs, cycles + 1)   # a random draft: 1 token a cycle
+    finally:
+        decode.draft_tree = build
+        if started:
+            prof.stop()
+    n = st["cycles"]
+    events = prof.key_averages()
+    count = {e.key: e.count for e in events}
+    device_us = lambda e: getattr(e, "self_device_time_total", 0)     # noqa: E731  (self CUDA time, in us)
+    per_cycle = {k: count.get(k, 0) / n for k in SYNC_AND_COPY_CALLS + HOST_READS + ("aten::_assert_async",)}
+    per_cycle["kernel_launches"] = sum(count.get(k, 0) for k in LAUNCH_CALLS) / n
+    per_cycle["aten_ops_all_levels"] = sum(c for k, c in count.items() if k.startswith("aten::")) / n
+    per_cycle.update({k: c / n for k, c in count.items() if k.startswith("Memcpy")})   # device-side copies by kind
+
+    def top(key):
+        rows = sorted(events, key=key, reverse=True)[:25]
+        return [{"op": e.key, "self_us_per_cycle": key(e) / n, "calls_per_cycle": e.count / n} for e in rows]
+
+    by_device = top(device_us) if cuda else []
+    by_cpu = top(lambda e: e.self_cpu_time_total)
+    lines = [f"profile of {n} draft-verify cycles (random EAGLE-2 draft, tree 30/3/8, T=0) on "
+             f"{torch.cuda.get_device_name(target.device) if cuda else 'cpu'}, torch {torch.__version__}",
+             f"profiled decode time per cycle: {st['decode_time_s'] / n * 1e3:.2f} ms (profiler overhead included)", "",
+             "per cycle (on a CPU, aten::item also counts torch._assert_async, a kernel on CUDA):"]
+    lines += [f"  {k:40s} {v:10.2f}" for k, v in per_cycle.items()]
+    for title, rows in ((f"top 25 ops by self {'CUDA' if cuda else 'device (none: CPU run)'} time", by_device),
+                        ("top 25 ops by self CPU time", by_cpu)):
+        lines += ["", title, f"  {'op':60s} {'self us/cycle':>14s} {'calls/cycle':>12s}"]
+        lines += [f"  {r['op'][:60]:60s} {r['self_us_per_cycle']:14.1f} {r['calls_per_cycle']:12.2f}" for r in rows]
+    text_path.write_text("\n".join(lines) + "\n")
+    return {"cycles": n, "text": str(text_path), "per_cycle": per_cycle,
+            "profiled_cycle_s": st["decode_time_s"] / n, "top_self_device": by_device[:10], "top_self_cpu": by_cpu[:10]}
+
+
 def verify_curve(target, prefix: int, repeats: int) -> dict:
     ids = torch.randint(0, target.vocab_size, (prefix,), generator=torch.Generator().manual_seed(1))
     inputs = target.prepare(ids)
@@ -178,6 +244,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/gpu")
     p.add_argument("--small", action="store_true", help="tiny shapes on whatever device is here (a self-test)")
     p.add_argument("--skip-bench", action="store_true")
+    p.add_argument("--profile-cycle", action="store_true",
+                   help="also profile ~10 draft-verify cycles (torch.profiler) to <out>/profile_cycle.txt")
     p.add_argument("--drafts", default="shipped", help="phase 5's drafts: shipped, random or a folder")
     p.add_argument("--bench-tasks", default="all")
     p.add_argument("--bench-temperatures", default="0,1")
@@ -225,6 +293,10 @@ def main(argv=None) -> int:
             target, report.get("vanilla_vs_floor", {}).get("ours_token_s"), 64 if args.small else 512,
             8 if args.small else 64))
         phase("verify_curve", lambda: verify_curve(target, 64 if args.small else 1024, 2 if args.small else 10))
+        if args.profile_cycle:
+            phase("profile_cycle", lambda: profile_cycle(
+                target, 64 if args.small else 512, 10,
+                out / ("profile_cycle_small.txt" if args.small else "profile_cycle.txt")))
         target = None
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vispec_core.data import (CAPTION, EXPLAIN, LONG_ANSWER, main, prompt_source, sample_seed, settings_of,
+from vispec_core.data import (CAPTION, Settings, check_manifest, EXPLAIN, LONG_ANSWER, main, prompt_source, sample_seed, settings_of,
                               shard_path, synthesize)
 from vispec_core.decode import generate
 from vispec_core.targets import load_target
@@ -135,6 +135,8 @@ def test_bad_inputs_fail_clearly(llava, tmp_path, capsys):
         synthesize(SPEC, "text", 1, out, max_new_tokens=4, target=llava, progress=False)
     with pytest.raises(ValueError, match="other settings.*source"):
         synthesize(SPEC, "easy_vqa", 2, out, max_new_tokens=4, target=llava, progress=False)
+    with pytest.raises(ValueError, match="other settings.*target_weights: '' there, 'retrained' now"):
+        check_manifest(out, Settings(**{**settings_of(out)["settings"], "target_weights": "retrained"}), 2)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a vispec dataset folder"):

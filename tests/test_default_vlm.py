@@ -72,12 +72,17 @@ def test_projector_smoke_build(tmp_path):
     vlm, samples, feats = pt.smoke_setup()
     with torch.no_grad():
         before = pt.loss_on(vlm, samples, feats).item()
+        assert pt.loss_on(vlm, samples, feats, eos_unlikelihood=5.0).item() > before
+    ids_before = dv.DefaultTarget(vlm).weights_id(), dv.DefaultTarget(vlm).weights_id(images=False)
     pt.train(vlm, samples, feats, tmp_path, steps=2, batch=2, lr=3e-3, warmup=1, save_every=2, log=lambda m: None)
     pt.train(vlm, samples, feats, tmp_path, steps=4, batch=2, lr=3e-3, warmup=1, save_every=2, log=lambda m: None)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 4
     with torch.no_grad():
         after = pt.loss_on(vlm, samples, feats).item()
     assert after < before
+    # a dataset synthesized with images records the projector's digest: training it changes the id
+    assert dv.DefaultTarget(vlm).weights_id() != ids_before[0]
+    assert dv.DefaultTarget(vlm).weights_id(images=False) == ids_before[1] == dv.LM_NAME
     dv.save_projector(vlm.projector, tmp_path / "p.safetensors", {"steps": 4})
     fresh = dv.Projector()
     assert dv.load_projector(fresh, tmp_path / "p.safetensors")["steps"] == "4"

@@ -23,7 +23,7 @@ def test_small_run_measures_every_phase(gpu_check, tmp_path):
     torch.set_num_threads(1)
     try:
         code = gpu_check.main(["--small", "--out", str(tmp_path), "--bench-tasks", "text", "--bench-prompts", "1",
-                               "--bench-tokens", "4", "--bench-temperatures", "0"])
+                               "--bench-tokens", "4", "--bench-temperatures", "0", "--profile-cycle"])
     finally:
         torch.set_num_threads(threads)
     report = json.loads((tmp_path / "gpu_check_small.json").read_text())
@@ -38,6 +38,10 @@ def test_small_run_measures_every_phase(gpu_check, tmp_path):
     assert set(report["verify_curve"]["seconds"]) >= {"1", "8", "30", "64"}
     c = report["speculative_cycle"]
     assert c["cycles"] > 0 and c["cycle_s"] > 0 and c["draft_s_per_cycle"] + c["verify_s_per_cycle"] > 0
+    prof = report["profile_cycle"]
+    assert prof["cycles"] == 10 and prof["top_self_cpu"] and prof["per_cycle"]["aten_ops_all_levels"] > 0
+    assert prof["per_cycle"]["aten::nonzero"] == 0           # no data-dependent shapes in the cycle
+    assert "top 25 ops by self CPU time" in (tmp_path / "profile_cycle_small.txt").read_text()
     assert (tmp_path / "bench_small.jsonl").is_file() and (tmp_path / "tables" / "bench_small_summary.csv").is_file()
 
 

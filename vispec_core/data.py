@@ -82,6 +82,7 @@ class Settings:
     batch_size: int = 8
     dtype: str = ""
     format: int = FORMAT
+    target_weights: str = ""      # Target.weights_id: another projector or checkpoint is another dataset
 
 
 @dataclass
@@ -269,8 +270,8 @@ def check_manifest(out: Path, settings: Settings, n: int) -> None:
     path = out / MANIFEST
     if path.is_file():
         old = json.loads(path.read_text())
-        mine = asdict(settings)
-        diff = {k: (old.get("settings", {}).get(k), v) for k, v in mine.items() if old.get("settings", {}).get(k) != v}
+        mine, theirs = asdict(settings), {**asdict(Settings("", "")), **old.get("settings", {})}
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
         if diff:
             raise ValueError(f"{out} holds a dataset made with other settings "
                              f"({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
@@ -343,7 +344,8 @@ def synthesize(target_spec: str, source: str, n: int, out, temperature: float = 
     if source != "text" and target.image_token_id is None:
         raise ValueError(f"Target {target_spec!r} takes no images; use --source text.")
     settings = Settings(target_spec, source, float(temperature), float(top_p), int(max_new_tokens), int(seed),
-                        int(shard_size), resolve_engine(engine, target), int(batch_size), str(target.dtype).split(".")[-1])
+                        int(shard_size), resolve_engine(engine, target), int(batch_size), str(target.dtype).split(".")[-1],
+                        target_weights=target.weights_id(images=source != "text"))
     check_manifest(out, settings, n)
     answer = ANSWER[settings.engine]
     generation = json.dumps({k: getattr(settings, k) for k in

@@ -114,8 +114,9 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
     prefill_s = clock.lap()
 
     session = draft.begin(target, inputs, capacity)
-    next_embeds = torch.cat([inputs.inputs_embeds[:, 1:], target.embed(torch.tensor([[root]], device=target.device))], 1)
-    session.extend(f, torch.cat([inputs.input_ids[0, 1:], torch.tensor([root], device=target.device)]), next_embeds)
+    root_id = torch.full((1,), root, dtype=torch.long, device=target.device)
+    next_embeds = torch.cat([inputs.inputs_embeds[:, 1:], target.embed(root_id[None])], 1)
+    session.extend(f, torch.cat([inputs.input_ids[0, 1:], root_id]), next_embeds)
     begin_s = clock.lap()
 
     tokens, accept_lengths, draft_s, verify_s = [root], [], 0.0, 0.0
@@ -130,14 +131,16 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
             acc = accept_greedy(tree, logits)
         else:
             acc = accept_sampling(tree, logits, temperature, generator, top_p)
-        cache.commit(len(tree.tokens), acc.nodes)
+        new, index = acc.emitted(tree)                  # host tokens; accepted nodes on the device
+        cache.commit(len(tree.tokens), acc.nodes, index)
         accept_lengths.append(acc.accept_length)
-        new = tree.tokens[acc.nodes[1:]].tolist() + [acc.bonus_token]
         tokens, done = _finish(tokens + new, target.eos_token_ids, max_new_tokens)
         root = acc.bonus_token
         if not done:
-            # the draft's next pairs: (f at each accepted node, the token that follows it)
-            session.extend(f[:, acc.nodes], torch.tensor(new, device=target.device))
+            # the draft's next pairs: (f at each accepted node, the token that follows it), built on
+            # the device: the accepted nodes' tokens after the root, then the bonus
+            next_ids = torch.cat([tree.tokens[index[1:]], torch.full_like(index[:1], root)])
+            session.extend(f[:, index], next_ids)
         verify_s += clock.lap()
     return tokens, dict(prefill_time_s=prefill_s + begin_s, decode_time_s=draft_s + verify_s,
                         draft_time_s=draft_s, verify_time_s=verify_s, cycles=len(accept_lengths),

@@ -15,6 +15,7 @@ class KVCache:
     def __init__(self, layers: int, kv_heads: int, head_dim: int, capacity: int,
                  dtype: torch.dtype, device: torch.device | str):
         self.storage = torch.zeros(layers, 2, kv_heads, capacity, head_dim, dtype=dtype, device=device)
+        self.kv = [(kv[0], kv[1]) for kv in self.storage]     # per layer: (keys, values) views, made once
         self.length = 0
 
     @property
@@ -31,21 +32,22 @@ class KVCache:
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ([kv_heads, n, head_dim]) after the committed prefix; return keys and values
         of prefix + new tokens as views."""
-        n = k.shape[-2]
-        end = self.length + n
-        self.storage[layer, 0, :, self.length:end] = k
-        self.storage[layer, 1, :, self.length:end] = v
-        return self.storage[layer, 0, :, :end], self.storage[layer, 1, :, :end]
+        keys, values = self.kv[layer]
+        end = self.length + k.shape[-2]
+        keys[:, self.length:end] = k
+        values[:, self.length:end] = v
+        return keys[:, :end], values[:, :end]
 
-    def commit(self, n_new: int, keep: list[int] | None = None) -> None:
+    def commit(self, n_new: int, keep: list[int] | None = None, index: torch.LongTensor | None = None) -> None:
         """Make new positions permanent. `keep` lists which of the n_new written positions stay (an
-        accepted tree path, in order); they move into contiguous slots. None keeps all n_new."""
+        accepted tree path, in order); they move into contiguous slots. None keeps all n_new.
+        index: `keep` already on the cache's device, which spares a copy from the host (and its wait)."""
         if keep is None:
             self.length += n_new
             return
         keep = [int(i) for i in keep]
         if keep != list(range(len(keep))):
-            src = torch.tensor(keep, device=self.storage.device) + self.length
+            src = (index if index is not None else torch.tensor(keep, device=self.storage.device)) + self.length
             # indexing with src gathers (copies) first, so overlapping source and destination are safe
             self.storage[:, :, :, self.length:self.length + len(keep)] = self.storage[:, :, :, src]
         self.length += len(keep)

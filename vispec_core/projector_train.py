@@ -280,8 +280,12 @@ def batches(samples: list[dict], batch: int, seed: int, epoch: int) -> list[list
     return out
 
 
-def loss_on(vlm: dv.DefaultVLM, samples: list[dict], feats: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy of the answer tokens given image + prompt (right padding), averaged per sample."""
+def loss_on(vlm: dv.DefaultVLM, samples: list[dict], feats: dict[str, torch.Tensor],
+            eos_unlikelihood: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of the answer tokens given image + prompt (right padding), averaged per sample.
+    With eos_unlikelihood > 0, plus that weight times the mean of -log(1 - p(`<|im_end|>`)) over every
+    answer position whose next token is not the end (Welleck et al.'s unlikelihood loss): the frozen
+    LM's habit of ending its turn after one sentence is pushed down where the answer goes on."""
     T = max(len(s["ids"]) for s in samples)
     pad = vlm.tokenizer.pad_token_id or 0
     ids = torch.full((len(samples), T), pad, dtype=torch.long)
@@ -296,11 +300,18 @@ def loss_on(vlm: dv.DefaultVLM, samples: list[dict], feats: dict[str, torch.Tens
     embeds = vlm.embed(ids, image)
     hidden = vlm.lm.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
     sel = target != -100
-    logits = vlm.lm.lm_head(hidden[sel]).float()           # only where there is a label
-    ce = F.cross_entropy(logits, target[sel], reduction="none")
+    logp = F.log_softmax(vlm.lm.lm_head(hidden[sel]).float(), -1)    # only where there is a label
+    labels = target[sel]
+    ce = -logp.gather(1, labels[:, None])[:, 0]
     row = sel.nonzero()[:, 0]                               # each sample weighs the same, long or short
     per_sample = torch.zeros(len(samples)).index_add(0, row, ce) / sel.sum(1).clamp(min=1)
-    return per_sample.mean()
+    loss = per_sample.mean()
+    if eos_unlikelihood:
+        eos = vlm.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        go_on = labels != eos
+        p_eos = logp[go_on, eos].exp().clamp(max=1 - 1e-6)
+        loss = loss + eos_unlikelihood * -torch.log1p(-p_eos).mean()
+    return loss
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
@@ -312,7 +323,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def train(vlm: dv.DefaultVLM, samples: list[dict], feats: dict, work: Path, steps: int, batch: int = 8,
           lr: float = 1.5e-3, warmup: int = 20, seed: int = 0, save_every: int = 10, max_minutes: float = 0,
-          log=print) -> int:
+          eos_unlikelihood: float = 0.0, log=print) -> int:
     """Train the projector only; resumes from work/checkpoint.pt. With max_minutes, the step count
     is cut after the first steps to what fits that time (on a shared CPU), and kept on resume.
     Returns the number of steps trained."""
@@ -337,7 +348,7 @@ def train(vlm: dv.DefaultVLM, samples: list[dict], feats: dict, work: Path, step
         part = [samples[j] for j in batches(samples, batch, seed, epoch)[i]]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
-        loss = loss_on(vlm, part, feats)
+        loss = loss_on(vlm, part, feats, eos_unlikelihood)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(proj.parameters(), 1.0)
@@ -508,6 +519,8 @@ def main(argv=None):
     ap.add_argument("--short-per-image", type=int, default=1)
     ap.add_argument("--p-shape", type=float, default=0.4, help="share of easy-vqa short questions about shape")
     ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--eos-unlikelihood", type=float, default=0.0,
+                    help="weight of -log(1 - p(end of turn)) where the answer goes on (see loss_on)")
     ap.add_argument("--see-n", type=int, default=200)
     ap.add_argument("--long-n", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -543,8 +556,9 @@ def main(argv=None):
         samples += [s for s in long if s["key"] in feats] * a.long_repeat
         log(f"{len(samples)} samples ({len(long)} long x{a.long_repeat}), {len(feats)} images")
         steps = train(vlm, samples, feats, work / f"phase{a.phase}" if a.phase else work, a.steps, a.batch, a.lr, a.warmup, a.seed, max_minutes=a.max_minutes,
-                      log=log)
+                      eos_unlikelihood=a.eos_unlikelihood, log=log)
         meta = {"phase": a.phase, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
+                "eos_unlikelihood": a.eos_unlikelihood,
                 "command": "python -m vispec_core.projector_train " + " ".join(argv or __import__("sys").argv[1:])}
         dv.save_projector(vlm.projector, a.out, meta)
         timings["train_s"] = time.time() - t

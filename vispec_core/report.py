@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .textstats import repetition
+
 KEY = ["task", "prompt_id", "temperature"]
 
 
@@ -38,6 +40,8 @@ def paired(records: list[dict]) -> pd.DataFrame:
         raise ValueError("No run records to report on.")
     runs["tree"] = runs["tree"].map(lambda t: t["label"] if isinstance(t, dict) else "")
     runs["decode_tpt"] = runs["decode_time_s"] / (runs["new_tokens"] - 1).clip(lower=1)   # after the first token
+    # loops flatter every drafting method: how repetitive the answer was, beside its speedup
+    runs["repetition_4"] = runs["tokens"].map(lambda t: repetition(t, 4) if isinstance(t, list) else np.nan)
     vanilla = runs[runs["method"] == "vanilla"][KEY + ["time_per_token_s", "decode_tpt", "new_tokens"]]
     vanilla = vanilla.rename(columns={"time_per_token_s": "vanilla_tpt", "decode_tpt": "vanilla_decode_tpt",
                                       "new_tokens": "vanilla_tokens"})
@@ -54,7 +58,7 @@ def _summary_row(g: pd.DataFrame) -> dict:
             "speedup_q25": s.quantile(0.25) if len(s) else np.nan, "speedup_q75": s.quantile(0.75) if len(s) else np.nan,
             "median_decode_speedup": g["decode_speedup"].median() if g["decode_speedup"].notna().any() else np.nan,
             "tokens_per_s": g["tokens_per_s"].median(), "mean_new_tokens": g["new_tokens"].mean(),
-            "same_as_vanilla": exact.astype(float).mean() if len(exact) else np.nan}
+            "median_repetition_4": g["repetition_4"].median(), "same_as_vanilla": exact.astype(float).mean() if len(exact) else np.nan}
 
 
 def summarise(records: list[dict]) -> pd.DataFrame:

@@ -2,10 +2,14 @@
 
 Node 0 is the root: the last token the target produced, not yet in the target's KV cache. The
 target verifies all n nodes of a `DraftTree` in one forward pass (n counts the root).
+
+The build stays on the draft's device and never waits for it (no host synchronisation): what the
+host needs of a tree (`children`, `paths`) is read back on first use, in one transfer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -20,8 +24,40 @@ class DraftTree:
     depths: torch.LongTensor    # [n]; depths[0] = 0
     scores: torch.Tensor        # [n]; cumulative draft log-prob of the path root..i; scores[0] = 0
     mask: torch.BoolTensor      # [n, n]; mask[i, j] = j is i or an ancestor of i
-    paths: torch.LongTensor     # [num_leaves, max_depth + 1]; root->leaf node indices, right-padded with -1
-    children: list[list[int]]   # children of each node, score descending (ties: lower index first)
+
+    @cached_property
+    def host(self) -> tuple[list[int], list[int], list[float]]:
+        """(tokens, parents, scores) as lists: one device-to-host transfer, on first use."""
+        rows = torch.stack([self.tokens.double(), self.parents.double(), self.scores.double()]).tolist()
+        tokens, parents = ([int(x) for x in row] for row in rows[:2])
+        assert all(p >= 0 for p in parents[1:]), "rerank kept a node without its parent"
+        return tokens, parents, rows[2]
+
+    @cached_property
+    def children(self) -> list[list[int]]:
+        """Children of each node, score descending (ties: lower index first). Each node's children
+        are a run of consecutive indices: a parent's top-k candidates are generated together, score
+        sorted, and the rerank keeps a prefix of them."""
+        _, parents, scores = self.host
+        children: list[list[int]] = [[] for _ in parents]
+        for i in range(1, len(parents)):
+            children[parents[i]].append(i)
+        for kids in children:
+            kids.sort(key=lambda i: -scores[i])    # stable: equal scores keep lower index first
+            assert not kids or kids == list(range(kids[0], kids[0] + len(kids))), "children not consecutive"
+        return children
+
+    @cached_property
+    def paths(self) -> torch.LongTensor:
+        """[num_leaves, max_depth + 1]: root->leaf node indices, right-padded with -1."""
+        parents, rows = self.host[1], []
+        for leaf in (i for i, kids in enumerate(self.children) if not kids):
+            path = [leaf]
+            while path[-1] != 0:
+                path.append(parents[path[-1]])
+            rows.append(path[::-1])
+        width = max(len(r) for r in rows)
+        return torch.tensor([r + [-1] * (width - len(r)) for r in rows], device=self.tokens.device)
 
 
 class DraftStepper(Protocol):
@@ -43,15 +79,18 @@ class DraftStepper(Protocol):
         ...
 
 
-def ancestor_mask(parents: torch.LongTensor) -> torch.BoolTensor:
-    """Self-or-ancestor mask of a forest: parents [m] (-1 = none) -> mask [m, m], mask[i, j] = j is i or an ancestor of i."""
+def ancestor_mask(parents: torch.LongTensor, max_depth: int | None = None) -> torch.BoolTensor:
+    """Self-or-ancestor mask of a forest: parents [m] (-1 = none) -> mask [m, m], mask[i, j] = j is i or an ancestor of i.
+
+    max_depth: a bound on every node's depth, when the caller knows one (fewer squarings)."""
     m = parents.numel()
     parents = parents.long()
     step = torch.zeros(m, m, device=parents.device)
     step.scatter_(1, parents.clamp_min(0)[:, None], (parents >= 0).float()[:, None])  # step[i, parent(i)] = 1
     mask = step + torch.eye(m, device=parents.device)
     # Transitive closure by squaring: after s squarings mask reaches 2**s levels up; depth <= m - 1.
-    for _ in range(max(m - 1, 1).bit_length()):
+    depth = m - 1 if max_depth is None else min(max_depth, m - 1)
+    for _ in range(max(depth, 1).bit_length()):
         mask = (mask @ mask).clamp_max(1)
     return mask.bool()
 
@@ -89,8 +128,9 @@ def draft_tree(
     """
     check_tree(total_tokens, depth, top_k)
 
-    root = torch.tensor([root_token], device=device)
-    logp = stepper.expand(root, torch.tensor([-1], device=device), 0)  # [1, V]
+    # Tensors from Python ints by filling on the device (torch.tensor would copy from the host and wait).
+    root = torch.full((1,), root_token, dtype=torch.long, device=device)
+    logp = stepper.expand(root, torch.full_like(root, -1), 0)  # [1, V]
     if top_k > logp.shape[-1]:
         raise ValueError(f"top_k={top_k} exceeds the draft vocabulary size {logp.shape[-1]}")
     dev = logp.device
@@ -120,7 +160,7 @@ def draft_tree(
     best = cand_scores.sort(descending=True, stable=True).indices[: total_tokens - 1]
     keep = best.sort().values                     # candidate order = (depth, generation order)
     new_index = torch.full((n_cand + 1,), -1, device=dev)  # candidate c -> new_index[c + 1]; root -> 0
-    new_index[0] = 0
+    new_index[:1].zero_()                         # (`[0] = 0` would copy the 0 from the host and wait)
     new_index[keep + 1] = torch.arange(1, keep.numel() + 1, device=dev)
 
     zero = torch.zeros(1, dtype=torch.long, device=dev)
@@ -128,25 +168,6 @@ def draft_tree(
     tokens = torch.cat([zero + root_token, cand_tokens[keep]])
     depths = torch.cat([zero, cand_depths[keep]])
     scores = torch.cat([zero.float(), cand_scores[keep]])
-
-    parent_list = parents.tolist()                # the host sync of the build
-    assert all(p >= 0 for p in parent_list[1:]), "rerank kept a node without its parent"
-    score_list = scores.tolist()
-    n = len(parent_list)
-    children: list[list[int]] = [[] for _ in range(n)]
-    for i in range(1, n):
-        children[parent_list[i]].append(i)
-    for kids in children:
-        kids.sort(key=lambda i: -score_list[i])    # stable: equal scores keep lower index first
-
-    rows = []
-    for leaf in (i for i in range(n) if not children[i]):
-        path = [leaf]
-        while path[-1] != 0:
-            path.append(parent_list[path[-1]])
-        rows.append(path[::-1])
-    width = max(len(r) for r in rows)
-    paths = torch.tensor([r + [-1] * (width - len(r)) for r in rows], device=dev)
     if device is not None and torch.device(device) != dev:      # a draft on another device than the target
-        tokens, parents, depths, scores, paths = (t.to(device) for t in (tokens, parents, depths, scores, paths))
-    return DraftTree(tokens, parents, depths, scores, ancestor_mask(parents), paths, children)
+        tokens, parents, depths, scores = (t.to(device) for t in (tokens, parents, depths, scores))
+    return DraftTree(tokens, parents, depths, scores, ancestor_mask(parents, depth))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel
 
 from ..kv_cache import KVCache
-from ..targets.base import rotate_half
+from ..targets.base import UNPLANNED, rotate_half
 
 
 class DraftDecoderLayer(nn.Module):
@@ -60,8 +61,9 @@ class DraftDecoderLayer(nn.Module):
             mask[:, prefix:] = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
         elif mask is None and n > 1:
             is_causal = True
-        o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask, is_causal=is_causal,
-                                           scale=attn.scaling, enable_gqa=self.num_heads != self.num_kv_heads)
+        with sdpa_kernel(UNPLANNED):
+            o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask, is_causal=is_causal,
+                                               scale=attn.scaling, enable_gqa=self.num_heads != self.num_kv_heads)
         h = x + attn.o_proj(o.transpose(1, 2).reshape(1, n, -1))
         h = h + self.mlp(self.post_attention_layernorm(h))
         return h, (k, v)

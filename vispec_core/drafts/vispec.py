@@ -156,16 +156,23 @@ class ViSpecDraft(DraftModel, kind="vispec"):
             pair_index=torch.cat([p[3] for p in pieces]),
             is_image=torch.cat([torch.full((p[3].numel(),), p[4], device=f.device) for p in pieces]))
 
-    def row_globals(self, pair_index: torch.LongTensor, spans, globals_) -> torch.Tensor | None:
-        """g of each row [1, L, D]: the latest image whose pairs end at or before the row (zero before
-        the first image). None without injection."""
+    def global_table(self, spans, globals_, device) -> tuple[torch.Tensor, torch.LongTensor] | None:
+        """What `row_globals` looks rows up in: (table [images + 1, D]: zero, then each image's g;
+        ends [images]: the pair index where each image's pairs end). None without injection."""
         if self.injection is None:
             return None
-        d = self.config.hidden_size
-        table = torch.zeros(len(spans) + 1, d, dtype=self.fc.weight.dtype, device=pair_index.device)
+        table = torch.zeros(len(spans) + 1, self.config.hidden_size, dtype=self.fc.weight.dtype, device=device)
         if spans:
             table[1:] = torch.stack(globals_).to(table.dtype)
-        ends = torch.tensor([stop - 1 for _, stop in spans], device=pair_index.device)
+        return table, torch.tensor([stop - 1 for _, stop in spans], device=device)
+
+    def row_globals(self, pair_index: torch.LongTensor, spans, globals_, table=None) -> torch.Tensor | None:
+        """g of each row [1, L, D]: the latest image whose pairs end at or before the row (zero before
+        the first image). None without injection. table: `global_table(spans, globals_)`, if kept."""
+        table = table or self.global_table(spans, globals_, pair_index.device)
+        if table is None:
+            return None
+        table, ends = table
         which = torch.searchsorted(ends, pair_index.clamp_min(0), right=True)   # 0: before any image
         return table[which][None]
 
@@ -221,7 +228,8 @@ def unroll_mask(length: int, k: int, device) -> torch.BoolTensor:
 
 class DraftSession:
     """One generation's draft state. The KV cache holds committed pairs only; tree nodes are written
-    after them and discarded by the next `extend`."""
+    after them and discarded by the next `extend`. Nothing here waits for the device: the tree's
+    tokens and parents stay device tensors (`tokens` and `parents` read them back on demand)."""
 
     def __init__(self, draft: ViSpecDraft, target, inputs, capacity: int, tree_room: int = 256,
                  frames_as_video: bool = False):
@@ -230,15 +238,27 @@ class DraftSession:
         dtype, device = draft.fc.weight.dtype, draft.fc.weight.device
         with torch.inference_mode():
             self.compressed, self.globals = draft.compress(inputs.image_embeds, frames_as_video)
+            self.global_table = draft.global_table(inputs.image_spans, self.globals, device)
             self.cache = draft.layer.new_cache(capacity + tree_room, dtype, device)
             self.ancestors = torch.zeros(tree_room + 1, tree_room + 1, dtype=torch.bool, device=device)
         self.committed = 0          # draft cache rows of committed pairs
         self.next_index = 0         # sequence index of the next pair (the target's length - 1 after extend)
-        self.last_token: int | None = None
+        self.last_token = None      # [1] the last extended token, the next tree's root
         self.root_hidden = self.root_logprobs = None
         self.nodes = 0              # tree nodes so far in expand numbering (0: the root)
         self.hidden = None          # [nodes, D] the draft's output hidden per node (root: the last pair's)
-        self.tokens, self.parents, self.depths = [], [], []
+        self.depths: list[int] = []
+        self.calls = []             # (tokens, parents) of each expand call since the root
+
+    @property
+    def tokens(self) -> list[int]:
+        """The tree's tokens in expand numbering (read back from the device)."""
+        return torch.cat([self.last_token] + [t for t, _ in self.calls]).tolist()
+
+    @property
+    def parents(self) -> list[int]:
+        """The tree's parents in expand numbering (read back from the device)."""
+        return [-1] + sum((p.tolist() for _, p in self.calls), [])
 
     def _embeds(self, start: int, next_ids: torch.LongTensor, next_embeds) -> torch.Tensor:
         """e_{t+1} for pairs t = start..: the prompt's input embeddings (images included), then ids."""
@@ -270,11 +290,11 @@ class DraftSession:
         self.cache.truncate(self.committed)
         rows = d.layout(f, self._embeds(start, next_ids, next_embeds), self._positions(start, m), start,
                         self.inputs.image_spans, self.compressed)
-        g = d.row_globals(rows.pair_index, self.inputs.image_spans, self.globals)
+        g = d.row_globals(rows.pair_index, self.inputs.image_spans, self.globals, self.global_table)
         h, _ = d.layer(d.pair_input(rows.f, rows.e, rows.is_image, g), rows.position_ids, cache=self.cache)
         self.cache.commit(h.shape[1])
         self.committed, self.next_index = self.cache.length, start + m
-        self.last_token = int(next_ids[-1])
+        self.last_token = next_ids[-1:].to(self.cache.storage.device)
         self.root_hidden = h[0, -1:]                               # [1, D]: the root's parent hidden
         self.root_logprobs = d.token_log_probs(self.root_hidden)[0]     # [V]
         self._new_tree()
@@ -284,44 +304,50 @@ class DraftSession:
         """Drop the tree rows; the tree is the root alone (node 0, its hidden = the last pair's)."""
         self.cache.truncate(self.committed)
         self.hidden, self.nodes = self.root_hidden, 1
-        self.tokens, self.parents, self.depths = [self.last_token], [-1], [0]
+        self.depths, self.calls = [0], []
 
     @torch.inference_mode()
     def expand(self, tokens: torch.LongTensor, parents: torch.LongTensor, depth: int) -> torch.Tensor:
         """DraftStepper for tree.py: run k nodes at tree depth `depth`; return their children's
-        log-probs [k, V]. Node i >= 1 (expand numbering) lives in cache row committed + i - 1."""
+        log-probs [k, V]. Node i >= 1 (expand numbering) lives in cache row committed + i - 1.
+        The checks on token and parent values run on the device (asynchronously)."""
         if self.root_logprobs is None:
             raise RuntimeError("expand before extend: commit the prompt's pairs first.")
-        if depth == 0:
-            if tokens.numel() != 1 or int(tokens[0]) != self.last_token:
-                raise ValueError(f"The root call must pass the last extended token {self.last_token}, "
-                                 f"got {tokens.tolist()}.")
-            self._new_tree()
-            return self.root_logprobs[None]
         d, k, n = self.draft, tokens.numel(), self.nodes
         device = self.cache.storage.device
-        parents = parents.to(device).long()
+        tokens, parents = tokens.to(device), parents.to(device).long()
+        if depth == 0:
+            if k != 1:
+                raise ValueError(f"The root call passes one token (the last extended one), got {k}.")
+            torch._assert_async((tokens == self.last_token).all(),
+                                "The root call must pass the last extended token.")
+            self._new_tree()
+            return self.root_logprobs[None]
         if n + k > self.tree_room + 1:
             raise ValueError(f"The draft tree outgrew tree_room={self.tree_room} nodes; begin with a larger one.")
-        if int(parents.min()) < 0 or int(parents.max()) >= n or any(
-                self.depths[p] != depth - 1 for p in parents.tolist()):
-            raise ValueError(f"expand at depth {depth}: parents {parents.tolist()} must be earlier nodes at depth {depth - 1}.")
+        lo = self.depths.index(depth - 1) if depth - 1 in self.depths else n
+        hi = lo + self.depths.count(depth - 1)
+        if self.depths[lo:hi] != [depth - 1] * (hi - lo):
+            raise ValueError(f"expand at depth {depth}: the nodes at depth {depth - 1} came in several runs; "
+                             "expand level by level.")
+        torch._assert_async(((parents >= lo) & (parents < hi)).all(),
+                            f"expand at depth {depth}: parents must be the nodes at depth {depth - 1}, {lo}..{hi - 1}.")
         new = torch.arange(n, n + k, device=device)
-        self.ancestors[new] = self.ancestors[parents]
-        self.ancestors[new, new] = True
+        # a node's ancestors: its parent's and itself (scatter fills a scalar; `[new, new] = True` would
+        # copy True from the host and wait)
+        self.ancestors[new] = self.ancestors[parents].scatter(1, new[:, None], True)
         mask = torch.cat([torch.ones(k, self.committed, dtype=torch.bool, device=device),
                           self.ancestors[new, 1:n + k]], dim=1)     # prefix + ancestors among tree rows
         index = torch.full((k,), self.next_index + depth - 1, device=device)
         positions = self.target.positions(self.next_index + depth - 1, torch.zeros(k, dtype=torch.long, device=device),
                                           self.inputs.rope_delta)
         is_image = torch.zeros(k, dtype=torch.bool, device=device)
-        g = d.row_globals(index, self.inputs.image_spans, self.globals)
-        x = d.pair_input(self.hidden[parents][None], d.embed(tokens.to(device))[None], is_image, g)
+        g = d.row_globals(index, self.inputs.image_spans, self.globals, self.global_table)
+        x = d.pair_input(self.hidden[parents][None], d.embed(tokens)[None], is_image, g)
         h, _ = d.layer(x, positions, cache=self.cache, mask=mask)
         self.cache.commit(k)       # tree rows, above self.committed: the next extend drops them
         self.hidden = torch.cat([self.hidden, h[0]])
         self.depths += [depth] * k
-        self.tokens += tokens.tolist()
-        self.parents += parents.tolist()
+        self.calls.append((tokens, parents))
         self.nodes = n + k
         return d.token_log_probs(h[0])

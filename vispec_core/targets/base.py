@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..images import interleave, load_images
 from ..kv_cache import KVCache
@@ -32,6 +33,9 @@ class TargetInputs:
 
 
 SMALL_N = 64   # new tokens up to which attention runs as two batched matmuls (decode steps, draft trees)
+# cuDNN's fused attention builds a plan for every new shape (about 35 ms of host time on an H200), and
+# the shapes change every call while decoding: keep to the kernels that need no plan.
+UNPLANNED = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def small_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.BoolTensor | None,
@@ -91,6 +95,11 @@ class Target:
         """What a draft records to prove it was built for this target."""
         return {"family": self.family, "hidden_size": self.hidden_size, "vocab_size": self.vocab_size}
 
+    def weights_id(self, images: bool = True) -> str:
+        """Names the weights behind the target's answers (with or without images): a synthesized
+        dataset records it, so data from other weights is never mixed in on resume."""
+        return str(getattr(self.model.config, "_name_or_path", "") or "")
+
     # -- inputs -------------------------------------------------------------------------------
     def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
         raise NotImplementedError
@@ -146,9 +155,10 @@ class Target:
             if n <= SMALL_N:
                 o = small_attention(q[0], keys, values, mask, attn.scaling)[None]
             else:
-                o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask,
-                                                   is_causal=is_causal, scale=attn.scaling,
-                                                   enable_gqa=self.num_heads != self.num_kv_heads)
+                with sdpa_kernel(UNPLANNED):
+                    o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask,
+                                                       is_causal=is_causal, scale=attn.scaling,
+                                                       enable_gqa=self.num_heads != self.num_kv_heads)
             x = x + attn.o_proj(o.transpose(1, 2).reshape(1, n, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.language_model.norm(x)

@@ -10,6 +10,7 @@ a safetensors cache, `$VISPEC_CACHE`, default `~/.cache/vispec/`), the encoder f
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from pathlib import Path
@@ -211,6 +212,15 @@ class DefaultTarget(Target):
         super().__init__(vlm, vlm.tokenizer, lm.model, lm.lm_head, lm.config, [e for e in eos if e is not None])
         self.vlm = vlm
         self.image_token_id = vlm.image_token_id
+
+    def weights_id(self, images: bool = True) -> str:
+        """The frozen LM's name, plus a digest of the trained projector where images are seen."""
+        if not images:
+            return LM_NAME
+        h = hashlib.sha256()
+        for k, v in sorted(self.vlm.projector.state_dict().items()):
+            h.update(k.encode() + v.detach().float().cpu().numpy().tobytes())
+        return f"{LM_NAME}+projector:{h.hexdigest()[:16]}"
 
     @torch.inference_mode()
     def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
