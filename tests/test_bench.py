@@ -112,6 +112,11 @@ def test_speedup_is_paired_per_prompt():
     assert row["median_speedup"] != pytest.approx(2.0 / 1.75)   # not a ratio of pooled means
     assert row["speedup_q25"] == pytest.approx(1.25) and row["speedup_q75"] == pytest.approx(1.75)
     assert row["median_decode_speedup"] == pytest.approx(1.5)
+    assert np.isnan(row["median_repetition_4"])                # no token ids recorded: unknown, not 0
+    recs[1]["tokens"] = [7, 8, 9, 10] * 3                       # a loop: 5 of its 9 4-grams repeat an earlier one
+    recs[3]["tokens"] = list(range(12))
+    row = summarise(recs).query("variant == 'vispec' and task == 'all'").iloc[0]
+    assert row["median_repetition_4"] == pytest.approx((5 / 9 + 0) / 2)
 
 
 def test_report_tables_and_figure(bench_file, tmp_path):

@@ -41,7 +41,8 @@ def paired(records: list[dict]) -> pd.DataFrame:
     runs["tree"] = runs["tree"].map(lambda t: t["label"] if isinstance(t, dict) else "")
     runs["decode_tpt"] = runs["decode_time_s"] / (runs["new_tokens"] - 1).clip(lower=1)   # after the first token
     # loops flatter every drafting method: how repetitive the answer was, beside its speedup
-    runs["repetition_4"] = runs["tokens"].map(lambda t: repetition(t, 4) if isinstance(t, list) else np.nan)
+    tokens = runs["tokens"] if "tokens" in runs else pd.Series([None] * len(runs), index=runs.index)
+    runs["repetition_4"] = tokens.map(lambda t: repetition(t, 4) if isinstance(t, list) else np.nan)
     vanilla = runs[runs["method"] == "vanilla"][KEY + ["time_per_token_s", "decode_tpt", "new_tokens"]]
     vanilla = vanilla.rename(columns={"time_per_token_s": "vanilla_tpt", "decode_tpt": "vanilla_decode_tpt",
                                       "new_tokens": "vanilla_tokens"})
