@@ -97,6 +97,26 @@ def test_rerun_skips_done_records_and_refuses_other_settings(bench_file, capsys)
     assert "other settings" in capsys.readouterr().err
 
 
+def test_rerun_after_retraining_starts_over_and_keeps_the_old_file(bench_file, tmp_path, capsys):
+    """Resuming onto figures of other weights would mix two models in one table: the bench keeps the
+    old file aside and measures again."""
+    out = tmp_path / "b.jsonl"
+    records = [json.loads(line) for line in bench_file.read_text().splitlines()]
+    for r in records:
+        if r["type"] == "header":
+            assert len(r["config"]["weights"]) == 16
+            r["config"]["weights"] = "an-older-draft"
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = bench_args(out, methods="vanilla,eagle2", tasks="text", temperature="0")
+    assert main(args) == 0
+    kept = list(tmp_path.glob("b.before-*.jsonl"))
+    assert len(kept) == 1 and kept[0].read_text() == "".join(json.dumps(r) + "\n" for r in records)
+    assert "other target or draft weights" in capsys.readouterr().err
+    fresh = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["config"]["weights"] for r in fresh if r["type"] == "header"] != ["an-older-draft"]
+    assert {r["variant"] for r in fresh if r["type"] == "run"} == {"vanilla", "eagle2"}
+
+
 def test_speedup_is_paired_per_prompt():
     # vanilla: 1 s/token on prompt a, 3 s/token on prompt b; the method: 0.5 and 3 -> ratios 2 and 1
     recs = []

@@ -19,6 +19,7 @@ Rerunning the same command skips the records already in the file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -267,6 +268,16 @@ def load_drafts(target, methods, source: str) -> dict:
     return drafts
 
 
+def weights_digest(target, drafts: dict) -> str:
+    """Names the weights a benchmark measured (the target's, each draft's): a rerun after retraining
+    starts over instead of resuming onto figures of other weights."""
+    h = hashlib.sha256(target.weights_id().encode())
+    for m in sorted(drafts):
+        for k, v in sorted(drafts[m].state_dict().items()):
+            h.update(f"{m}.{k}".encode() + v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 # -- the benchmark ------------------------------------------------------------------------------------
 def _check_resumable(old: list[dict], fixed: dict, out: Path) -> None:
     for h in (r for r in old if r.get("type") == "header"):
@@ -331,6 +342,12 @@ def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list
         torch.set_num_threads(args.threads)
     target = load_target(args.target, device=args.device, dtype=args.dtype)
     drafts = load_drafts(target, methods, args.drafts)
+    fixed["weights"] = weights_digest(target, drafts)
+    if any(h["config"].get("weights") != fixed["weights"] for h in old if h.get("type") == "header"):
+        kept = out.with_name(f"{out.stem}.before-{time.strftime('%Y%m%dT%H%M%S')}{out.suffix}")
+        out.replace(kept)
+        log(f"{out} was measured with other target or draft weights: kept as {kept}, starting over")
+        old, done = [], {}
     prompts = [p for t in tasks for p in task_prompts(t, args.n_prompts, args.seed)]
     variants = _variants(methods, tree, drafts)
     header = dict(type="header", started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
