@@ -235,6 +235,39 @@ def test_offline_tau_estimate_equals_real_runs(family):
     assert max(taus) > 1 and len(set(taus)) > 2          # the check has teeth: trees differ in tau
 
 
+def test_sampled_calibration_replays_what_a_sampled_run_accepted():
+    """At T>0 a run accepts exactly the longest tree path spelling the tokens it emits (the residual draw
+    excludes the children), so calibrating on the tokens a real sampled run emitted gives back its
+    accept lengths; and left to itself, calibration samples the answer exactly as vanilla sampling does."""
+    from vispec_core.targets import load_target
+
+    target = load_target("tiny:llava_next", dtype=torch.float32)
+    with torch.no_grad():
+        target.lm_head.weight.mul_(30.0)          # peaked: sampled runs follow greedy for a while, then part
+    prompts = task_prompts("caption", 1, seed=3)
+    n, t = 24, 0.3
+    inputs = target.prepare(prompts[0].prompt, prompts[0].images)
+    greedy, _ = decode_vanilla(target, inputs, n + 8)
+    draft = OracleDraft(greedy, target.vocab_size)
+    accepted, parted = 0, 0
+    for seed, config in ((5, TreeConfig(8, 4, 4)), (6, TreeConfig(30, 3, 8)), (7, TreeConfig(4, 2, 2))):
+        tokens, stats = decode_speculative(target, draft, inputs, n + 8, temperature=t, total_tokens=config.total_tokens,
+                                           depth=config.depth, top_k=config.top_k,
+                                           generator=torch.Generator().manual_seed(seed))
+        cal = calibrate(target, draft, prompts, n, depths=(2, 3, 4), top_ks=(2, 4, 8), max_total=30,
+                        temperature=t, follow=[tokens])
+        assert cal.ys[0] == tokens[:len(cal.ys[0])]
+        lengths = estimate_tau(cal, config)[1][0]
+        assert len(lengths) >= 3 and lengths == stats["accept_lengths"][:len(lengths)], config
+        accepted += sum(lengths)
+        parted += tokens != greedy[:len(tokens)]
+    assert accepted > 0 and parted > 0                 # acceptances happened, and sampling left greedy
+    cal = calibrate(target, draft, prompts, n, depths=(2,), top_ks=(2,), max_total=8, temperature=t, seed=4)
+    sampled, _ = decode_vanilla(target, inputs, len(cal.ys[0]), temperature=t,
+                                generator=torch.Generator().manual_seed(4 * 1_000_003))
+    assert cal.ys[0] == sampled and sampled != greedy[:len(sampled)]
+
+
 @pytest.mark.parametrize("kind", ["medusa", "vispec"])
 def test_offline_estimate_matches_real_drafts(kind):
     """Real (random) drafts see the target's f: from single-token forwards in calibration, from the tree
@@ -268,17 +301,23 @@ def test_search_tree_returns_a_valid_config():
 
 def test_tree_auto_runs_both_trees(tmp_path):
     out = tmp_path / "auto.jsonl"
-    assert main(bench_args(out, methods="vanilla,eagle2", tasks="text", temperature="0", max_new_tokens="4",
+    assert main(bench_args(out, methods="vanilla,eagle2", tasks="text", temperature="0,1", max_new_tokens="4",
                            tree="auto", calibration_tokens="4")) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    search = [r for r in lines if r["type"] == "tree_search"]
-    assert len(search) == 1 and search[0]["method"] == "eagle2"
-    variants = {r["variant"]: r for r in lines if r["type"] == "run"}
-    assert set(variants) == {"vanilla", "eagle2", "eagle2@auto"}
-    assert variants["eagle2@auto"]["tree"]["label"] == search[0]["chosen"]["label"]
-    assert variants["eagle2"]["tree"]["label"] == "30/3/8"
+    search = {r["temperature"]: r for r in lines if r["type"] == "tree_search"}     # one search per temperature
+    assert set(search) == {0.0, 1.0} and {r["method"] for r in search.values()} == {"eagle2"}
+    runs = {(r["variant"], r["temperature"]): r for r in lines if r["type"] == "run"}
+    assert set(runs) == {(v, t) for v in ("vanilla", "eagle2", "eagle2@auto") for t in (0.0, 1.0)}
+    for t in (0.0, 1.0):
+        assert runs["eagle2@auto", t]["tree"]["label"] == search[t]["chosen"]["label"]
+        assert runs["eagle2", t]["tree"]["label"] == "30/3/8"
     written = write_report(out, tmp_path)
     assert tmp_path / "tables" / "auto_trees.csv" in written
+    trees = pd.read_csv(tmp_path / "tables" / "auto_trees.csv")
+    assert len(trees) == 4 and (trees["calibrated_at"] == trees["temperature"]).all()
+    assert main(bench_args(out, methods="vanilla,eagle2", tasks="text", temperature="0,1", max_new_tokens="4",
+                           tree="auto", calibration_tokens="4")) == 0          # resumed: nothing searched again
+    assert len([line for line in out.read_text().splitlines() if '"tree_search"' in line]) == 2
 
 
 # -- bad input ------------------------------------------------------------------------------------

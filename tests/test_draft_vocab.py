@@ -8,7 +8,7 @@ from safetensors import safe_open
 from vispec_core.data import load_synthesized, synthesize
 from vispec_core.decode import decode_speculative, decode_vanilla
 from vispec_core.drafts import frequent_tokens, load_draft
-from vispec_core.train import TrainConfig, read_log, train
+from vispec_core.train import TrainConfig, build_draft, read_log, train
 from vispec_core.tree import draft_tree
 
 KINDS = ["vispec", "eagle2", "medusa"]
@@ -29,6 +29,7 @@ def test_frequent_tokens_on_a_toy_list():
     assert frequent_tokens(lists, 3, always=[2]) == [5, 3, 2]   # EOS 2 never seen, still in
     assert frequent_tokens(lists, 2, always=[5]) == [5, 3]      # a frequent EOS takes one slot only
     assert frequent_tokens(lists, 100) == [5, 3, 9, 1, 7]       # no more than occur
+    assert frequent_tokens(lists, 7, fill=[8, 3, 6, 4]) == [5, 3, 9, 1, 7, 8, 6]   # topped up in fill's order
     with pytest.raises(ValueError, match="cannot hold"):
         frequent_tokens(lists, 1, always=[0, 2])
 
@@ -115,3 +116,25 @@ def test_cli_passes_draft_vocab_to_the_trainer(monkeypatch):
     assert train_module.main(["--target", "tiny:llava_next", "--kind", "eagle2", "--data", "d", "--out", "o",
                               "--draft-vocab", "4096"]) == 0
     assert seen[0].draft_vocab == 4096
+
+
+def test_stage_two_on_few_distinct_tokens_keeps_a_full_size_vocabulary(tmp_path):
+    """Stage 2 on short captions (few distinct tokens) once shrank the shipped EAGLE-2 and Medusa
+    drafts' vocabulary from 4,096 to 100 ids: the data's tokens come first, then --init's fill up."""
+    from vispec_core.targets import load_target
+
+    spec = "tiny:llava_next"
+    target = load_target(spec)
+    synthesize(spec, "text", 2, tmp_path / "few", max_new_tokens=4, target=target, progress=False, shard_size=8)
+    from_data = frequent_tokens(load_synthesized(tmp_path / "few"), 64, target.eos_token_ids)
+    assert len(from_data) < 64
+    stage1 = list(range(500, 564))
+    load_draft("random:eagle2", target, draft_vocab=stage1).save_pretrained(tmp_path / "init")
+    c = TrainConfig(target=spec, kind="eagle2", data=str(tmp_path / "few"), out=str(tmp_path / "run"), stage=2,
+                    init=str(tmp_path / "init"), draft_vocab=64)
+    ids = build_draft(c, target).config.draft_vocab
+    assert len(ids) == 64 and ids[:len(from_data)] == from_data
+    assert ids[len(from_data):] == [i for i in stage1 if i not in from_data][:64 - len(from_data)]
+    with pytest.raises(ValueError, match="distinct tokens"):      # a fresh draft has nothing to top up with
+        build_draft(TrainConfig(target=spec, kind="eagle2", data=str(tmp_path / "few"), out=str(tmp_path / "r2"),
+                                stage=1, draft_vocab=64), target)

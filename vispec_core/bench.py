@@ -6,7 +6,7 @@
 Methods: `vanilla` (our token-by-token decoder), `hf` (transformers' own `generate` on the same model),
 `hf_prompt_lookup` (its `prompt_lookup_num_tokens=10`), and the drafts `medusa`, `eagle2`, `vispec`
 (EAGLE-2 dynamic tree, lossless verification). `--tree auto` searches a tree for this device per draft
-(tree_search.py) and runs it as '<draft>@auto' beside the paper's 30/3/8.
+and temperature (tree_search.py) and runs it as '<draft>@auto' beside the paper's 30/3/8.
 
 Fairness rules (the official code's measurement flaws, REFERENCES.md, are what they guard against):
 the same prompt ids and images for every method, the same max_new_tokens, the same stop rule (the
@@ -303,22 +303,26 @@ def _variants(methods, tree, drafts) -> list[Variant]:
     return variants
 
 
-def _auto_trees(args, target, drafts, tasks, old, log) -> tuple[list[Variant], list[dict]]:
-    """'<method>@auto' variants: the searched tree of each draft, reused from the file when resuming."""
-    searched = {r["method"]: r for r in old if r.get("type") == "tree_search"}
-    variants, new = [], []
-    for m in (m for m in drafts if m in SPECULATIVE):
-        if m not in searched:
-            calib = [q for t in tasks for q in task_prompts(t, args.calibration_prompts, args.seed, CALIBRATION_OFFSET)]
-            log(f"tree search for {m} on {len(calib)} calibration prompt(s) ...")
-            searched[m] = dict(type="tree_search", method=m,
-                               **search_tree(target, drafts[m], calib, args.calibration_tokens, log=log))
-            new.append(searched[m])
-        c, paper = searched[m]["chosen"], searched[m]["paper"]
-        chosen = TreeConfig(c["total_tokens"], c["depth"], c["top_k"])
-        log(f"tree for {m}: auto {chosen.label} (predicted {c['speedup']:.2f}x, tau {c['tau']:.2f})"
-            + (f" vs paper {PAPER_TREE.label} (predicted {paper['speedup']:.2f}x, tau {paper['tau']:.2f})" if paper else ""))
-        variants.append(Variant(f"{m}@auto", m, chosen, "auto"))
+def _auto_trees(args, target, drafts, tasks, temps, old, log) -> tuple[dict, list[dict]]:
+    """Per temperature, '<method>@auto' variants: the tree searched for each draft at that temperature
+    (sampled calibration answers at T>0), reused from the file when resuming."""
+    searched = {(r["method"], r.get("temperature", 0.0)): r for r in old if r.get("type") == "tree_search"}
+    variants, new = {t: [] for t in temps}, []
+    for t in temps:
+        for m in (m for m in drafts if m in SPECULATIVE):
+            if (m, t) not in searched:
+                calib = [q for k in tasks for q in task_prompts(k, args.calibration_prompts, args.seed, CALIBRATION_OFFSET)]
+                log(f"tree search for {m} at T={t:g} on {len(calib)} calibration prompt(s) ...")
+                searched[m, t] = dict(type="tree_search", method=m,
+                                      **search_tree(target, drafts[m], calib, args.calibration_tokens, log=log,
+                                                    temperature=t, top_p=args.top_p, seed=args.seed))
+                new.append(searched[m, t])
+            c, paper = searched[m, t]["chosen"], searched[m, t]["paper"]
+            chosen = TreeConfig(c["total_tokens"], c["depth"], c["top_k"])
+            log(f"tree for {m} at T={t:g}: auto {chosen.label} (predicted {c['speedup']:.2f}x, tau {c['tau']:.2f})"
+                + (f" vs paper {PAPER_TREE.label} (predicted {paper['speedup']:.2f}x, tau {paper['tau']:.2f})"
+                   if paper else ""))
+            variants[t].append(Variant(f"{m}@auto", m, chosen, "auto"))
     return variants, new
 
 
@@ -350,28 +354,31 @@ def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list
         old, done = [], {}
     prompts = [p for t in tasks for p in task_prompts(t, args.n_prompts, args.seed)]
     variants = _variants(methods, tree, drafts)
+    at = {t: variants for t in temps}          # the variants run at each temperature
     header = dict(type="header", started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   config=dict(fixed, methods=methods, tasks=tasks, temperatures=temps, n_prompts=args.n_prompts,
                               command=" ".join(sys.argv)), **environment(target))
     new_records = [header]
     if tree == "auto":
-        auto, searched = _auto_trees(args, target, drafts, tasks, old, log)
-        variants += auto
+        auto, searched = _auto_trees(args, target, drafts, tasks, temps, old, log)
+        at = {t: variants + auto[t] for t in temps}
         new_records += searched
 
     # groups (prompt, temperature) with what is left to run; g numbers the group for the rotation
     todo = [(i * len(temps) + j, p, t) for i, p in enumerate(prompts) for j, t in enumerate(temps)]
-    missing = [(g, p, t, [v for v in variants if (p.task, p.prompt_id, v.name, t) not in done]) for g, p, t in todo]
+    missing = [(g, p, t, [v for v in at[t] if (p.task, p.prompt_id, v.name, t) not in done]) for g, p, t in todo]
     missing = [x for x in missing if x[3]]
     if missing or len(new_records) > 1:
         append_records(out, new_records)
     if missing:
-        log(f"warm-up: {len(variants)} variant(s) ...")
-        for v in variants:
+        warm = {(v.method, v.tree): v for t in temps for v in at[t]}
+        log(f"warm-up: {len(warm)} method/tree pair(s) ...")
+        for v in warm.values():
             run_variant(target, drafts, v, prompts[0], 0.0, args.top_p, args.seed, min(8, args.max_new_tokens))
     for n, (g, p, t, left) in enumerate(missing):
         seed = (args.seed * 1_000_003 + zlib.crc32(p.prompt_id.encode())) % 2**31     # same for every method
-        order = [v for v in variants[g % len(variants):] + variants[:g % len(variants)] if v in left]
+        vs = at[t]
+        order = [v for v in vs[g % len(vs):] + vs[:g % len(vs)] if v in left]
         group = []
         for v in order:
             tokens, stats = run_variant(target, drafts, v, p, t, args.top_p, seed, args.max_new_tokens)

@@ -78,18 +78,23 @@ def summarise(records: list[dict]) -> pd.DataFrame:
 
 
 def tree_table(records: list[dict], summary: pd.DataFrame) -> pd.DataFrame:
-    """--tree auto: each searched tree beside the paper's 30/3/8, predicted and measured (all tasks)."""
+    """--tree auto: each searched tree beside the paper's 30/3/8, predicted and measured (all tasks).
+    A search calibrated at temperature T is set beside the runs at T (files from before searches
+    recorded their temperature were calibrated at 0 and are set beside every temperature)."""
     rows = []
     for r in (r for r in records if r.get("type") == "tree_search"):
-        m = r["method"]
+        m, calibrated = r["method"], r.get("temperature")
         for which, name in (("chosen", f"{m}@auto"), ("paper", m)):
             c = r.get(which)
             if c is None:
                 continue
             meas = summary[(summary["variant"] == name) & (summary["task"] == "all")]
+            if calibrated is not None:
+                meas = meas[meas["temperature"] == calibrated]
             for _, row in (meas.iterrows() if len(meas) else [(None, None)]):
                 rows.append({"method": m, "tree": "auto" if which == "chosen" else "paper", "config": c["label"],
-                             "nodes": c["nodes"], "predicted_tau_T0": c["tau"], "predicted_speedup": c["speedup"],
+                             "nodes": c["nodes"], "calibrated_at": 0.0 if calibrated is None else calibrated,
+                             "predicted_tau": c["tau"], "predicted_speedup": c["speedup"],
                              "temperature": None if row is None else row["temperature"],
                              "measured_tau": np.nan if row is None else row["median_tau"],
                              "measured_speedup": np.nan if row is None else row["median_speedup"],

@@ -268,7 +268,8 @@ def load_checkpoint(path: Path, draft, optimizer, scheduler) -> int:
 # -- the trainer -----------------------------------------------------------------------------------
 def build_draft(config: TrainConfig, target):
     """A fresh draft, or --init's; with draft_vocab N, over the N most frequent answer tokens of
-    config.data (an --init draft keeps its own vocabulary unless N is given)."""
+    config.data, topped up from --init's vocabulary when the data holds fewer (stage 2 on short plain
+    captions); an --init draft keeps its own vocabulary unless N is given."""
     from .data import load_synthesized
     from .drafts import frequent_tokens, load_draft, variant_of
 
@@ -281,7 +282,16 @@ def build_draft(config: TrainConfig, target):
     else:
         draft = load_draft(f"random:{config.kind}", target, seed=config.seed, **config.draft_options)
     if config.draft_vocab:
-        draft.with_vocab(frequent_tokens(load_synthesized(config.data), config.draft_vocab, target.eos_token_ids))
+        stage1 = draft.config.draft_vocab if config.init else None
+        ids = frequent_tokens(load_synthesized(config.data), config.draft_vocab, target.eos_token_ids,
+                              fill=stage1 or ())
+        if len(ids) < config.draft_vocab:
+            raise ValueError(
+                f"--draft-vocab {config.draft_vocab}: the answers of {config.data} hold only {len(ids)} distinct "
+                "tokens" + (f" (with --init's {len(stage1)})" if stage1 else "") + ", and a draft that can "
+                "propose only those is crippled, not reduced. Pass a smaller --draft-vocab, more data, or "
+                "--init a draft whose vocabulary tops it up.")
+        draft.with_vocab(ids)
     return draft.float().train()
 
 

@@ -9,15 +9,20 @@ size is a hardware choice. Expected decode speed of a config c:
 * verify(n): the target's forward over n tree tokens after a realistic prefix, logits included
   (`verify_cost_curve`, median of repeats), interpolated between measured n;
 * draft(c): the draft's time to build c's tree, extend: its per-cycle pass over accepted tokens;
-* tau(c): estimated offline at temperature 0 (`calibrate` + `estimate_tau`). Greedy verification
-  accepts the longest path of the tree that spells the target's own greedy continuation y, so the
-  accepted length at sequence position t only needs the tree c would draft at t and y. Calibration
+* tau(c): estimated offline at the run's temperature (`calibrate` + `estimate_tau`). Verification
+  accepts the longest path of the tree that spells the tokens the target emits: at T=0 its greedy
+  continuation y; at T>0 a sample y of the target itself, because `accept_sampling` emits each token
+  with the target's own probability and stops exactly where that token is not a child (its residual
+  draw excludes the children). So the accepted length at sequence position t only needs the tree c
+  would draft at t and y, and at T>0 its average over sampled y is an unbiased estimate of tau
+  (session 3 calibrated at T=0 for every temperature and predicted 0.93 where T=1 gave 0.45). Calibration
   walks y one token at a time and records, at every position, the tree of every (depth, top_k) in
   the grid with `max_total` nodes; the tree of (T, depth, top_k) is the first T-1 of its rerank
   (EAGLE-2 keeps the T-1 best candidates, and the best T-1 of a stable sort are a prefix of the best
   max_total-1). `estimate_tau` then replays decoding: a cycle at t accepts L tokens and the next one
-  starts at t + L + 1, exactly as `decode_speculative` does at T=0, so the estimate equals a real
-  run's tau when the draft sees the same inputs (tests/test_bench.py checks it in fp32).
+  starts at t + L + 1, exactly as `decode_speculative` does, so the estimate equals a real run's
+  accept lengths when the draft sees the same inputs and y is what the run emitted (tests/test_bench.py
+  checks it in fp32, at T=0 and at T=1).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .decode import Clock, prefill
+from .decode import Clock, pick, prefill
 from .tree import draft_tree
 
 VERIFY_SIZES = (1, 2, 4, 8, 12, 16, 24, 30, 48, 64)
@@ -146,21 +151,30 @@ class _Recorder:
 
 @torch.inference_mode()
 def calibrate(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks=TOP_KS,
-              max_total: int = max(TOTALS), keep_cache: bool = False):
-    """Walk each prompt's greedy answer token by token; at every position draft and record the tree of
-    every (depth, top_k). Draft time of (depth, top_k) = its expand calls + its own tree build.
+              max_total: int = max(TOTALS), keep_cache: bool = False, temperature: float = 0.0,
+              top_p: float = 1.0, seed: int = 0, follow: list[list[int]] | None = None):
+    """Walk each prompt's answer token by token (greedy at temperature 0, else sampled from the target
+    with a generator seeded by `seed` and the prompt's index); at every position draft and record the
+    tree of every (depth, top_k). Draft time of (depth, top_k) = its expand calls + its own tree build.
+    `follow[i]`: tokens prompt i's answer takes instead, as far as they go (what a real run emitted).
     Returns the Calibration, plus (cache, inputs) of the last prompt if keep_cache."""
     limit = max_draft_depth(draft)
     depths = sorted(d for d in depths if limit is None or d <= limit)
     cal = Calibration(max_new_tokens, max_total, target.eos_token_ids)
     clock = Clock(target.device)
     last = None
-    for p in prompts:
+    for i, p in enumerate(prompts):
         inputs = target.prepare(p.prompt, p.images)
         steps = max_new_tokens + max(depths)            # y must reach past the last cycle's deepest path
         capacity = inputs.length + steps + max(VERIFY_SIZES) + 1
+        forced = list(follow[i]) if follow else []
+        generator = torch.Generator(device=target.device).manual_seed(seed * 1_000_003 + i)
+
+        def next_token(logits, at):
+            return forced[at] if at < len(forced) else pick(logits, temperature, top_p, generator)
+
         cache, f = prefill(target, inputs, capacity)
-        root = int(target.logits(f[0, -1]).argmax())
+        root = next_token(target.logits(f[0, -1]), 0)
         session = draft.begin(target, inputs, capacity)
         dev = target.device
         next_embeds = torch.cat([inputs.inputs_embeds[:, 1:], target.embed(torch.tensor([[root]], device=dev))], 1)
@@ -186,7 +200,7 @@ def calibrate(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks
                                target.positions(cache.length, torch.zeros(1, dtype=torch.long, device=dev),
                                                 inputs.rope_delta), cache)
             cache.commit(1)
-            root = int(target.logits(f[0, -1]).argmax())
+            root = next_token(target.logits(f[0, -1]), len(y))
             clock.lap()
             session.extend(f, torch.tensor([root], device=dev))
             cal.extend_times.append(clock.lap())
@@ -251,17 +265,20 @@ def candidates(depths=DEPTHS, top_ks=TOP_KS, totals=TOTALS, max_depth: int | Non
 
 
 def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks=TOP_KS, totals=TOTALS,
-                verify_sizes=VERIFY_SIZES, repeats: int = 5, log=None) -> dict:
-    """Measure, estimate and rank every grid config; the result (JSON-ready) names the best as 'chosen'
-    and carries the paper's 30/3/8 row for comparison."""
+                verify_sizes=VERIFY_SIZES, repeats: int = 5, log=None, temperature: float = 0.0,
+                top_p: float = 1.0, seed: int = 0) -> dict:
+    """Measure, estimate and rank every grid config for decoding at `temperature`; the result
+    (JSON-ready) names the best as 'chosen' and carries the paper's 30/3/8 row for comparison."""
     grid_totals = sorted(set(totals) | {PAPER_TREE.total_tokens})
     grid_depths = sorted(set(depths) | {PAPER_TREE.depth})
     grid_ks = sorted(set(top_ks) | {PAPER_TREE.top_k})
     limit = max_draft_depth(draft)
     cal, (cache, inputs) = calibrate(target, draft, prompts, max_new_tokens, grid_depths, grid_ks,
-                                     max(grid_totals), keep_cache=True)
+                                     max(grid_totals), keep_cache=True, temperature=temperature, top_p=top_p,
+                                     seed=seed)
     if log:
-        log(f"tree search: calibrated on {len(prompts)} prompt(s), {sum(len(y) for y in cal.ys)} positions")
+        log(f"tree search: calibrated on {len(prompts)} prompt(s), {sum(len(y) for y in cal.ys)} positions, "
+            f"T={temperature:g}")
     curve = verify_cost_curve(target, cache, sorted(set(verify_sizes) | {1}), repeats, inputs.rope_delta)
     extend = statistics.median(cal.extend_times) if cal.extend_times else 0.0
     vanilla = curve[1]
@@ -279,6 +296,7 @@ def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_
     return {"chosen": rows[0], "paper": paper, "candidates": rows,
             "verify_curve_s": {str(n): s for n, s in curve.items()}, "vanilla_token_s": vanilla,
             "draft_pass_s": {str(k): statistics.median(t) for k, t in sorted(cal.pass_times.items()) if t},
-            "draft_extend_s": extend, "calibration": {"prompts": [p.prompt_id for p in prompts],
+            "draft_extend_s": extend, "temperature": temperature,
+            "calibration": {"prompts": [p.prompt_id for p in prompts], "top_p": top_p, "seed": seed,
                                                       "positions": sum(len(y) for y in cal.ys),
                                                       "max_new_tokens": max_new_tokens}}

@@ -16,6 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..images import interleave, load_images
 from ..kv_cache import KVCache
+from .packed import PackedWeights, packing_wanted
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Target:
         self.num_heads = c.num_attention_heads
         self.num_kv_heads = c.num_key_value_heads
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self._packed = (None, None)     # ((device, dtype) it was decided for, PackedWeights or None)
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -120,6 +122,16 @@ class Target:
         return pos.unsqueeze(0).expand(3, 1, -1) if self.mrope else pos
 
     # -- language model -----------------------------------------------------------------------
+    def packed_weights(self) -> PackedWeights | None:
+        """The linear weights prepacked for oneDNN (CPU, bf16 / fp16: packed.py), or None: the HF
+        modules' own. Packed again after the weights moved or changed."""
+        key, packed = self._packed
+        if key != (self.device, self.dtype) or (packed is not None and not packed.current()):
+            packed = PackedWeights(self.language_model, self.lm_head) \
+                if packing_wanted(self.language_model, self.lm_head) else None
+            self._packed = ((self.device, self.dtype), packed)
+        return packed
+
     def new_cache(self, capacity: int) -> KVCache:
         return KVCache(self.num_layers, self.num_kv_heads, self.head_dim, capacity, self.dtype, self.device)
 
@@ -143,12 +155,14 @@ class Target:
             mask[:, start:] = tree_mask if tree_mask is not None else torch.ones(
                 n, n, dtype=torch.bool, device=embeds.device).tril()
         x = embeds
+        packed = self.packed_weights()
         for i, layer in enumerate(self.language_model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(1, n, self.num_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            q, k, v = packed.qkv(i, h) if packed else (attn.q_proj(h), attn.k_proj(h), attn.v_proj(h))
+            q = q.view(1, n, self.num_heads, self.head_dim).transpose(1, 2)
+            k = k.view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
             keys, values = cache.write(i, k[0], v[0])                    # [kv_heads, start+n, hd]
@@ -159,12 +173,15 @@ class Target:
                     o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask,
                                                        is_causal=is_causal, scale=attn.scaling,
                                                        enable_gqa=self.num_heads != self.num_kv_heads)
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(1, n, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            o = o.transpose(1, 2).reshape(1, n, -1)
+            x = x + (packed.o(i, o) if packed else attn.o_proj(o))
+            h = layer.post_attention_layernorm(x)
+            x = x + (packed.mlp(i, h) if packed else layer.mlp(h))
         return self.language_model.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
+        packed = None if hidden.requires_grad and torch.is_grad_enabled() else self.packed_weights()
+        return (packed.logits(hidden) if packed else self.lm_head(hidden)).float()
 
     def decode_text(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -1,0 +1,70 @@
+"""Prepacked oneDNN weights (targets/packed.py): on a CPU in bf16 the target's forward and logits are
+bitwise those of the HF modules' own weights (tree masks and Qwen's q/k/v biases included), decoding
+emits the same tokens, and a weight changed in place is packed again."""
+import pytest
+import torch
+
+from vispec_core import load_draft
+from vispec_core.decode import decode_speculative, decode_vanilla, prefill
+from vispec_core.targets import load_target
+from vispec_core.tasks import task_prompts
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def bf16_target(family, monkeypatch, mode):
+    monkeypatch.setenv("VISPEC_PREPACK", mode)
+    return load_target(f"tiny:{family}", dtype=torch.bfloat16)
+
+
+def outputs(target, inputs):
+    """Prefill logits, then a 4-token tree-masked forward's logits, then 12 greedy tokens."""
+    cache, f = prefill(target, inputs, inputs.length + 32)
+    first = target.logits(f[0])
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    depths = torch.tensor([0, 1, 1, 2])
+    f = target.forward(target.embed(torch.tensor([[5, 9, 11, 13]])), target.positions(cache.length, depths,
+                                                                                     inputs.rope_delta), cache, mask)
+    return first, target.logits(f[0]), decode_vanilla(target, inputs, 12)[0]
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (a CPU build of torch)")
+@pytest.mark.parametrize("family", ["llava_next", "qwen2_5_vl"])
+def test_packed_weights_are_bitwise_the_modules(family, monkeypatch):
+    p = task_prompts("caption", 1, seed=2)[0]
+    plain = bf16_target(family, monkeypatch, "0")
+    assert plain.packed_weights() is None
+    packed = bf16_target(family, monkeypatch, "auto")
+    assert packed.packed_weights() is not None
+    if family == "qwen2_5_vl":
+        assert packed.packed_weights().layers[0]["qkv_bias"] is not None      # the biases go through too
+    want = outputs(plain, plain.prepare(p.prompt, p.images))
+    got = outputs(packed, packed.prepare(p.prompt, p.images))
+    for a, b in zip(want[:2], got[:2]):
+        assert torch.equal(a, b)
+    assert want[2] == got[2]
+
+    draft = load_draft("random:vispec", target=packed)          # the speculative loop on packed weights
+    inputs = packed.prepare(p.prompt, p.images)
+    assert decode_speculative(packed, draft, inputs, 12, total_tokens=8, depth=3, top_k=2)[0] == got[2]
+
+    before = packed.packed_weights()
+    with torch.no_grad():                                        # an in-place change is seen: packed again
+        for t in (plain, packed):
+            t.language_model.layers[0].mlp.down_proj.weight.mul_(3.0)
+            t.lm_head.weight.mul_(2.0)
+    assert not before.current()
+    want = outputs(plain, plain.prepare(p.prompt, p.images))
+    got = outputs(packed, packed.prepare(p.prompt, p.images))
+    assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1]) and packed.packed_weights() is not before
+
+
+def test_packing_only_where_it_helps(monkeypatch):
+    monkeypatch.setenv("VISPEC_PREPACK", "auto")
+    assert load_target("tiny:llava_next", dtype=torch.float32).packed_weights() is None    # fp32: MKL's own path
