@@ -5,12 +5,15 @@
 Each decoder runs `--tokens` greedy tokens (prefill excluded: the profile starts after a first
 token) under torch.profiler; operators are grouped into matmuls by weight shape (the LM head apart),
 attention, and everything else, and reported in ms per generated token. The wall time per token of
-each decoder is measured without the profiler, beside it. Run it on an idle machine.
+each decoder is measured without the profiler, beside it: ours on prepacked weights
+(targets/packed.py), ours on the modules' own weights (VISPEC_PREPACK=0), transformers' generate.
+Run it on an idle machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -26,14 +29,17 @@ from vispec_core import load_target                       # noqa: E402
 from vispec_core.decode import decode_vanilla              # noqa: E402
 
 
+MATMULS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "mkldnn::_linear_pointwise")
+
+
 def group(prof, tokens: int, target_vocab: int) -> dict:
     """ms per token of self CPU time per operator group."""
     out = defaultdict(float)
     for e in prof.key_averages(group_by_input_shape=True):
         name, shapes = e.key, str(e.input_shapes)
-        if name in ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul") and str(target_vocab) in shapes:
+        if name in MATMULS and str(target_vocab) in shapes:
             key = "LM head matmul"
-        elif name in ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul"):
+        elif name in MATMULS:
             key = "layer matmuls"
         elif "attention" in name or "softmax" in name or name == "aten::bmm":
             key = "attention"
@@ -60,7 +66,9 @@ def main(argv=None) -> int:
                  do_sample=False, pad_token_id=0, eos_token_id=None)
     lm = target.model if hasattr(target.model, "generate") else target.vlm.lm
 
-    def ours():
+    def ours(prepack: bool = True):
+        os.environ["VISPEC_PREPACK"] = "auto" if prepack else "0"
+        target.packed_weights(refresh=True)
         _, stats = decode_vanilla(target, inputs, n + 1)
         return stats["decode_time_s"] / n
 
@@ -75,7 +83,7 @@ def main(argv=None) -> int:
 
     report = {"target": a.target, "tokens": n, "threads": a.threads, "prompt_tokens": inputs.length,
               "dtype": str(target.dtype), "torch": torch.__version__}
-    for name, fn in (("ours", ours), ("hf_generate", hf)):
+    for name, fn in (("ours", ours), ("ours_not_prepacked", lambda: ours(False)), ("hf_generate", hf)):
         fn()                                                   # warm-up
         times = sorted(fn() for _ in range(a.repeats))
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -83,6 +91,7 @@ def main(argv=None) -> int:
         report[name] = {"ms_per_token": 1e3 * times[len(times) // 2], "runs_ms": [1e3 * t for t in times],
                         "profile_ms_per_token": group(prof, n, target.vocab_size)}
     report["hf_over_ours"] = report["hf_generate"]["ms_per_token"] / report["ours"]["ms_per_token"]
+    report["not_prepacked_over_ours"] = report["ours_not_prepacked"]["ms_per_token"] / report["ours"]["ms_per_token"]
     text = json.dumps(report, indent=1)
     print(text)
     if a.out:

@@ -122,11 +122,12 @@ class Target:
         return pos.unsqueeze(0).expand(3, 1, -1) if self.mrope else pos
 
     # -- language model -----------------------------------------------------------------------
-    def packed_weights(self) -> PackedWeights | None:
+    def packed_weights(self, refresh: bool = False) -> PackedWeights | None:
         """The linear weights prepacked for oneDNN (CPU, bf16 / fp16: packed.py), or None: the HF
-        modules' own. Packed again after the weights moved or changed."""
+        modules' own. Packed again after the weights moved or changed; `refresh` decides again
+        (after VISPEC_PREPACK changed)."""
         key, packed = self._packed
-        if key != (self.device, self.dtype) or (packed is not None and not packed.current()):
+        if refresh or key != (self.device, self.dtype) or (packed is not None and not packed.current()):
             packed = PackedWeights(self.language_model, self.lm_head) \
                 if packing_wanted(self.language_model, self.lm_head) else None
             self._packed = ((self.device, self.dtype), packed)
