@@ -16,7 +16,7 @@ from vispec_core.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_
 
 from conftest import tiny_target
 
-METHODS = "vanilla,hf,hf_prompt_lookup,medusa,eagle2,vispec"
+METHODS = "vanilla,hf,hf_prompt_lookup,prompt_lookup,medusa,eagle2,vispec"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,7 +54,7 @@ def test_records_have_every_field(bench_file):
         assert k in header
     assert header["versions"]["torch"] == torch.__version__ and header["dtype"] == "float32"
     runs = runs_of(bench_file)
-    assert len(runs) == 6 * 2 * 2                       # methods x prompts x temperatures
+    assert len(runs) == 7 * 2 * 2                       # methods x prompts x temperatures
     for r in runs:
         for k in ("task", "prompt_id", "method", "temperature", "seed", "new_tokens", "wall_time_s",
                   "prefill_time_s", "decode_time_s", "tau", "accept_lengths", "peak_memory", "tree",
@@ -80,7 +80,7 @@ def test_every_method_gives_vanillas_tokens_at_temperature_0_in_fp32(bench_file)
     for r in runs:
         by_prompt.setdefault(r["prompt_id"], {})[r["method"]] = r["tokens"]
     for pid, toks in by_prompt.items():
-        assert len(toks) == 6
+        assert len(toks) == 7
         assert all(t == toks["vanilla"] for t in toks.values()), pid
     for r in runs:
         if r["method"] != "vanilla":
@@ -148,7 +148,7 @@ def test_report_tables_and_figure(bench_file, tmp_path):
     for col in ("variant", "task", "temperature", "median_tau", "median_speedup", "speedup_q25", "speedup_q75",
                 "median_decode_speedup", "tokens_per_s", "prompts"):
         assert col in df.columns
-    assert len(df) == 6 * 3 * 2                           # variants x (2 tasks + all) x temperatures
+    assert len(df) == 7 * 3 * 2                           # variants x (2 tasks + all) x temperatures
     assert set(df["task"]) == {"text", "caption", "all"}
     for col in ("median_tau", "median_speedup", "median_decode_speedup", "tokens_per_s"):
         assert np.isfinite(df[col]).all()

@@ -4,7 +4,8 @@
         --tasks all --temperature 0,1 --n-prompts 10 --max-new-tokens 256 --out results/raw/default.jsonl
 
 Methods: `vanilla` (our token-by-token decoder), `hf` (transformers' own `generate` on the same model),
-`hf_prompt_lookup` (its `prompt_lookup_num_tokens=10`), and the drafts `medusa`, `eagle2`, `vispec`
+`hf_prompt_lookup` (its `prompt_lookup_num_tokens=10`), `prompt_lookup` (the same rule as a draft of
+our decoder: the pair separates the algorithm from the forward), and the drafts `medusa`, `eagle2`, `vispec`
 (EAGLE-2 dynamic tree, lossless verification). `--tree auto` searches a tree for this device per draft
 and temperature (tree_search.py) and runs it as '<draft>@auto' beside the paper's 30/3/8.
 
@@ -36,7 +37,7 @@ import torch
 from .tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
 from .tree_search import PAPER_TREE, TreeConfig, parse_tree, search_tree
 
-METHODS = ("vanilla", "hf", "hf_prompt_lookup", "medusa", "eagle2", "vispec")
+METHODS = ("vanilla", "hf", "hf_prompt_lookup", "prompt_lookup", "medusa", "eagle2", "vispec")
 SPECULATIVE = ("medusa", "eagle2", "vispec")
 FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree", "drafts")   # must match to resume
 REPO = Path(__file__).resolve().parents[1]
@@ -265,6 +266,8 @@ def load_drafts(target, methods, source: str) -> dict:
         if m in SPECULATIVE:
             spec = f"random:{m}" if source == "random" else m if source == "shipped" else str(Path(source) / m)
             drafts[m] = load_draft(spec, target=target)
+        elif m == "prompt_lookup":
+            drafts[m] = load_draft(m, target=target)
     return drafts
 
 

@@ -122,7 +122,10 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
     tokens, accept_lengths, draft_s, verify_s = [root], [], 0.0, 0.0
     done = root in target.eos_token_ids or max_new_tokens == 1
     while not done:
-        tree = draft_tree(session, root, total_tokens, depth, top_k, device=target.device)
+        if hasattr(session, "propose"):               # a draft with its own proposal (prompt lookup)
+            tree = session.propose(root, target.device)
+        else:
+            tree = draft_tree(session, root, total_tokens, depth, top_k, device=target.device)
         draft_s += clock.lap()
         positions = target.positions(cache.length, tree.depths, inputs.rope_delta)
         f = target.forward(target.embed(tree.tokens)[None], positions, cache, tree.mask)   # [1, n, D]

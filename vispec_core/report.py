@@ -71,7 +71,7 @@ def summarise(records: list[dict]) -> pd.DataFrame:
         for task, gt in g.groupby("task", sort=False):
             rows.append({**head, "task": task, **_summary_row(gt)})
         rows.append({**head, "task": "all", **_summary_row(g)})
-    order = {m: i for i, m in enumerate(["vanilla", "hf", "hf_prompt_lookup", "medusa", "eagle2", "vispec"])}
+    order = {m: i for i, m in enumerate(["vanilla", "hf", "hf_prompt_lookup", "prompt_lookup", "medusa", "eagle2", "vispec"])}
     df = pd.DataFrame(rows)
     df["_m"] = df["method"].map(order)
     return df.sort_values(["temperature", "task", "_m", "variant"], kind="stable").drop(columns="_m").reset_index(drop=True)

@@ -9,12 +9,13 @@ from .config import KINDS, DraftConfig
 from .eagle2 import Eagle2Draft
 from .medusa import MedusaDraft, MedusaSession
 from .vispec import DraftSession, GlobalInjection, ViSpecDraft, VisionAdaptor, video_global_feature
+from .prompt_lookup import PromptLookupDraft
 from .vocab import frequent_tokens
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "drafts"
 
 __all__ = ["DraftConfig", "DraftModel", "DraftOutput", "DraftSession", "Eagle2Draft", "GlobalInjection",
-           "KINDS", "MedusaDraft", "MedusaSession", "ViSpecDraft", "VisionAdaptor", "frequent_tokens",
+           "KINDS", "MedusaDraft", "MedusaSession", "PromptLookupDraft", "ViSpecDraft", "VisionAdaptor", "frequent_tokens",
            "load_draft", "shipped_path", "variant_of", "video_global_feature"]
 
 
@@ -23,10 +24,16 @@ def shipped_path(target, kind: str) -> Path:
 
 
 def load_draft(spec: str, target, seed: int = 0, **overrides) -> DraftModel:
-    """"random:<kind>" (untrained, seed-deterministic; overrides set DraftConfig fields such as
+    """"prompt_lookup" (prompt-lookup decoding, no weights), "random:<kind>" (untrained,
+    seed-deterministic; overrides set DraftConfig fields such as
     num_compressed), "<kind>" (the trained draft shipped for this target under
     data/drafts/<family>/<kind>/) or a folder written by save_pretrained. The draft follows the
     target's device and dtype and shares its embedding and LM head."""
+    if spec == "prompt_lookup":                  # no weights: the proposal is a lookup in the context
+        if overrides:
+            raise ValueError(f"prompt_lookup takes no overrides, got {sorted(overrides)}; "
+                             "build PromptLookupDraft(num_tokens=..., max_ngram=...) directly.")
+        return PromptLookupDraft()
     if spec.startswith("random:"):
         kind = spec.split(":", 1)[1]
         if kind not in KINDS:
