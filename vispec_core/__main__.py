@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     add_target_args(g)
     g.add_argument("--prompt", required=True, help="the user prompt; '<image>' marks where each image goes")
     g.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
-    g.add_argument("--draft", default=None, help="'vispec', 'eagle2', 'medusa', 'random:<kind>' or a draft folder; none = plain decoding")
+    g.add_argument("--draft", default=None, help="'vispec', 'eagle2', 'medusa', 'prompt_lookup', 'random:<kind>' or a draft folder; none = plain decoding")
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--top-p", type=float, default=1.0)
