@@ -1,7 +1,8 @@
 """Hardware-aware draft trees: pick (total_tokens, depth, top_k) for the device at hand.
 
 The paper's 30/3/8 was chosen for a GPU, where verifying 30 tokens costs about as much as one. On
-a CPU it does not (REFERENCES.md: a 30-token forward costs 1.7x one token in bf16), so the tree
+a CPU it does not (a 30-token forward costs 1.7x one token in bf16, REFERENCES.md; 2.3x on prepacked
+weights, which make the one-token forward cheaper), so the tree
 size is a hardware choice. Expected decode speed of a config c:
 
     tokens/s(c) = (tau(c) + 1) / (draft(c) + extend + verify(n(c)))
