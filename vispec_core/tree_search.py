@@ -2,8 +2,7 @@
 
 The paper's 30/3/8 was chosen for a GPU, where verifying 30 tokens costs about as much as one. On
 a CPU it does not (a 30-token forward costs 1.7x one token in bf16, REFERENCES.md; 2.3x on prepacked
-weights, which make the one-token forward cheaper), so the tree
-size is a hardware choice. Expected decode speed of a config c:
+weights, which make the one-token forward cheaper), so the tree size is a hardware choice. Expected decode speed of a config c:
 
     tokens/s(c) = (tau(c) + 1) / (draft(c) + extend + verify(n(c)))
 
