@@ -352,3 +352,18 @@ def test_tasks_are_deterministic_and_held_out():
     assert all(p.meta["scene_seed"] >= 1_000_000 for p in task_prompts("caption", 3) + task_prompts("ocr", 3))
     assert all("OCR" in p.prompt for p in task_prompts("ocr", 2))
     assert all(p.prompt.endswith("Please answer with an explanation.") for p in task_prompts("vqa", 3))
+
+
+def test_tree_estimate_check_script_runs(capsys):
+    """scripts/tree_estimate_check.py on a tiny target, so the check cited in the notes cannot rot."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "tree_estimate_check.py"
+    spec = importlib.util.spec_from_file_location("tree_estimate_check", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--target", "tiny:llava_next", "--draft", "random:eagle2", "--tree", "4/2/2",
+                        "--tasks", "text", "--tokens", "6", "--seeds", "2"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("seeds")]
+    assert len(lines) == 2 and "estimate" in lines[-1] and "real runs" in lines[-1]
