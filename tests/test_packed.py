@@ -10,14 +10,6 @@ from vispec_core.targets import load_target
 from vispec_core.tasks import task_prompts
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def bf16_target(family, monkeypatch, mode):
     monkeypatch.setenv("VISPEC_PREPACK", mode)
     return load_target(f"tiny:{family}", dtype=torch.bfloat16)
