@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from vispec_core.data import load_synthesized, synthesize
 from vispec_core.drafts import load_draft
-from vispec_core.train import Examples, TrainConfig, build_draft, evaluate, read_log, train
+from vispec_core.train import (Examples, LabelCache, TrainConfig, build_draft, evaluate, read_log, sample_loss,
+                               train)
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "tiny:llava_next"
@@ -169,6 +170,28 @@ def test_f_cache_on_disk_is_lossless(world, tmp_path):
             assert ex.prompt_len == ref.prompt_len and ex.inputs.image_spans == ref.inputs.image_spans
             assert all(torch.equal(a, b) for a, b in zip(ex.inputs.image_embeds, ref.inputs.image_embeds))
     assert len(list((tmp_path / "fcache").glob("*.pt"))) == 2
+
+
+@pytest.mark.parametrize("vocab", [None, 40])
+def test_kept_labels_give_the_same_loss_and_gradients(world, vocab):
+    t, root = world["target"], world["root"]
+    examples = Examples(t, load_synthesized(root / "vqa"), 512)
+    draft = load_draft("random:vispec", t, seed=0).float().train()
+    ids = None if vocab is None else torch.randperm(t.lm_head.weight.shape[0], generator=torch.Generator().manual_seed(0))[:vocab]
+    head = t.lm_head.weight.float()
+    kept, none = LabelCache(head, ids), LabelCache(head, ids, max_bytes=0)
+    for i in (0, 1):
+        ex = examples[i]
+        runs = []
+        for labels in (None, kept(i, ex), kept(i, ex), none(i, ex)):
+            draft.zero_grad()
+            loss, ces, accs, mass = sample_loss(draft, head, t, ex, "vispec", 1, 1.0, ids, None, labels)
+            loss.backward()
+            runs.append((loss.detach(), ces, accs, mass, [q.grad.clone() for q in draft.parameters() if q.grad is not None]))
+        for r in runs[1:]:
+            assert torch.equal(r[0], runs[0][0]) and r[1:4] == runs[0][1:4]
+            assert all(torch.equal(a, b) for a, b in zip(r[4], runs[0][4]))
+    assert sorted(kept.kept) == [0, 1] and not none.kept
 
 
 def test_bad_inputs_fail_clearly(world, tmp_path):
