@@ -1,6 +1,7 @@
 """Prepacked oneDNN weights (targets/packed.py): on a CPU in bf16 the target's forward and logits are
 bitwise those of the HF modules' own weights (tree masks and Qwen's q/k/v biases included), decoding
-emits the same tokens, and a weight changed in place is packed again."""
+emits the same tokens, and a weight changed in place is packed again. The drafts' weights, packed where
+they are used (packed.linear), give bitwise the same log-probs."""
 import pytest
 import torch
 
@@ -60,3 +61,47 @@ def test_packed_weights_are_bitwise_the_modules(family, monkeypatch):
 def test_packing_only_where_it_helps(monkeypatch):
     monkeypatch.setenv("VISPEC_PREPACK", "auto")
     assert load_target("tiny:llava_next", dtype=torch.float32).packed_weights() is None    # fp32: MKL's own path
+
+
+def draft_log_probs(target, draft, inputs):
+    """The draft's root log-probs after the prompt's pairs, then those of three children of the root."""
+    capacity = inputs.length + 32
+    _, f = prefill(target, inputs, capacity)
+    root = target.logits(f[0, -1]).argmax()[None]
+    session = draft.begin(target, inputs, capacity)
+    lp = session.extend(f, torch.cat([inputs.input_ids[0, 1:], root]),
+                        torch.cat([inputs.inputs_embeds[:, 1:], target.embed(root[None])], 1))
+    session.expand(root, torch.full_like(root, -1), 0)
+    children = lp.topk(3).indices
+    return lp, session.expand(children, torch.zeros_like(children), 1)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (a CPU build of torch)")
+@pytest.mark.parametrize("family,kind", [("llava_next", "vispec"), ("qwen2_5_vl", "vispec"), ("llava_next", "eagle2"),
+                                         ("llava_next", "medusa")])
+def test_packed_draft_weights_are_bitwise_the_modules(family, kind, monkeypatch):
+    p = task_prompts("caption", 1, seed=3)[0]
+    runs = {}
+    for mode in ("0", "auto"):
+        target = bf16_target(family, monkeypatch, mode)
+        draft = load_draft(f"random:{kind}", target=target, seed=1, draft_vocab=list(range(0, 600, 3)))
+        if kind == "medusa":        # a fresh Medusa head is the identity: give it weights to multiply
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for h in draft.heads:
+                    h.weight.copy_(torch.randn(h.weight.shape, generator=g) * 0.05)
+        with torch.inference_mode():
+            runs[mode] = draft_log_probs(target, draft, target.prepare(p.prompt, p.images))
+        weights = [w for name, w in draft.named_parameters() if name.endswith("weight") and w.dim() == 2]
+        packed = [hasattr(w, "_vispec_packed") for w in weights]
+        assert (any(packed) and hasattr(draft.vocab_head, "_vispec_packed")) if mode == "auto" else not any(packed)
+    for a, b in zip(runs["0"], runs["auto"]):
+        assert torch.isfinite(a).any() and torch.equal(a, b)
+
+    with torch.no_grad():                       # a weight changed in place is packed again
+        w = draft.vocab_head
+        before = w._vispec_packed
+        w.mul_(2.0)
+    with torch.inference_mode():
+        again = draft_log_probs(target, draft, target.prepare(p.prompt, p.images))
+    assert w._vispec_packed is not before and not torch.equal(again[0], runs["auto"][0])

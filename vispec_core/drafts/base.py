@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 
+from ..targets.packed import linear
 from .config import DraftConfig
 
 
@@ -88,7 +88,7 @@ class DraftModel(PreTrainedModel):
         head = self._target_parts()[1]
         if self.config.draft_vocab is None:
             return head(hidden).float()
-        return F.linear(hidden.to(self.vocab_head.dtype), self.vocab_head).float()
+        return linear(hidden.to(self.vocab_head.dtype), self.vocab_head).float()
 
     def log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(self.logits(hidden), dim=-1)

@@ -13,6 +13,11 @@ from torch.nn.attention import sdpa_kernel
 
 from ..kv_cache import KVCache
 from ..targets.base import UNPLANNED, rotate_half
+from ..targets.packed import linear
+
+
+def _apply(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return linear(x, m.weight, m.bias)
 
 
 class DraftDecoderLayer(nn.Module):
@@ -43,9 +48,9 @@ class DraftDecoderLayer(nn.Module):
         attn = self.self_attn
         cos, sin = self.rotary_emb(x, position_ids)                  # [1, n, hd]
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        q = attn.q_proj(x).view(1, n, self.num_heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = _apply(attn.q_proj, x).view(1, n, self.num_heads, self.head_dim).transpose(1, 2)
+        k = _apply(attn.k_proj, x).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = _apply(attn.v_proj, x).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = (k * cos + rotate_half(k) * sin)[0]                      # [kv_heads, n, hd]
         v = v[0]
@@ -64,6 +69,6 @@ class DraftDecoderLayer(nn.Module):
         with sdpa_kernel(UNPLANNED):
             o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask, is_causal=is_causal,
                                                scale=attn.scaling, enable_gqa=self.num_heads != self.num_kv_heads)
-        h = x + attn.o_proj(o.transpose(1, 2).reshape(1, n, -1))
-        h = h + self.mlp(self.post_attention_layernorm(h))
-        return h, (k, v)
+        h = x + _apply(attn.o_proj, o.transpose(1, 2).reshape(1, n, -1))
+        m, y = self.mlp, self.post_attention_layernorm(h)
+        return h + _apply(m.down_proj, m.act_fn(_apply(m.gate_proj, y)) * _apply(m.up_proj, y)), (k, v)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..targets.packed import linear
 from .base import DraftModel, DraftOutput, as_input
 
 
@@ -22,7 +23,7 @@ class MedusaBlock(nn.Module):
         init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + F.silu(F.linear(x, self.weight, self.bias))
+        return x + F.silu(linear(x, self.weight, self.bias))
 
 
 class MedusaDraft(DraftModel, kind="medusa"):

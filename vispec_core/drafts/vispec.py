@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..targets.packed import linear
 from .base import DraftModel, DraftOutput, as_input
 from .config import import_class
 from .layer import DraftDecoderLayer
@@ -72,7 +73,7 @@ class GlobalInjection(nn.Module):
         init.zeros_(self.bias)
 
     def forward(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return F.linear(torch.cat([f, g.expand_as(f)], dim=-1), self.weight, self.bias)
+        return linear(torch.cat([f, g.expand_as(f)], dim=-1), self.weight, self.bias)
 
 
 def video_global_feature(globals_: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -181,7 +182,7 @@ class ViSpecDraft(DraftModel, kind="vispec"):
         """x = fc(cat(e, f_aug)), f_aug = injection(f, g) on text rows."""
         if self.injection is not None:
             f = torch.where(is_image[None, :, None], f, self.injection(f, g))
-        return self.fc(torch.cat([e.to(f.dtype), f], dim=-1))
+        return linear(torch.cat([e.to(f.dtype), f], dim=-1), self.fc.weight, self.fc.bias)
 
     # -- training -----------------------------------------------------------------------------
     def forward(self, f: torch.Tensor, inputs, unroll: int = 0, frames_as_video: bool = False,

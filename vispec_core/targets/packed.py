@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 
 PACK_LIMIT_BYTES = 4 * 2**30
 
@@ -87,3 +88,18 @@ class PackedWeights:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return _linear(hidden, self.head, self.head_bias)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear for a draft's weights: when decoding on a CPU in bf16 / fp16 (no autograd), on a
+    packed copy kept on the weight itself and made again once the weight changes; bitwise the same."""
+    if (weight.device.type != "cpu" or weight.dtype not in (torch.bfloat16, torch.float16) or x.dtype != weight.dtype
+            or weight.is_inference() or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+            or os.environ.get("VISPEC_PREPACK", "auto") == "0" or not torch.backends.mkldnn.is_available()):
+        return F.linear(x, weight, bias)
+    signature = (weight.data_ptr(), weight._version)
+    held = getattr(weight, "_vispec_packed", None)
+    if held is None or held[0] != signature:
+        held = (signature, _pack(weight.detach()))
+        weight._vispec_packed = held
+    return _linear(x, held[1], bias)
