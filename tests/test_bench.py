@@ -367,3 +367,17 @@ def test_tree_estimate_check_script_runs(capsys):
                         "--tasks", "text", "--tokens", "6", "--seeds", "2"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("seeds")]
     assert len(lines) == 2 and "estimate" in lines[-1] and "real runs" in lines[-1]
+
+
+def test_profile_draft_script_runs(capsys):
+    """scripts/profile_draft.py on a tiny bf16 target: the figure cited in the notes cannot rot."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "profile_draft.py"
+    spec = importlib.util.spec_from_file_location("profile_draft", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--target", "tiny:llava_next", "--dtype", "bfloat16", "--draft", "random:eagle2",
+                        "--tree", "6/2/3", "--tokens", "8", "--threads", "1", "--repeats", "1"]) == 0
+    assert "packed draft / unpacked" in capsys.readouterr().out
