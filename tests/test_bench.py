@@ -381,3 +381,22 @@ def test_profile_draft_script_runs(capsys):
     assert module.main(["--target", "tiny:llava_next", "--dtype", "bfloat16", "--draft", "random:eagle2",
                         "--tree", "6/2/3", "--tokens", "8", "--threads", "1", "--repeats", "1"]) == 0
     assert "packed draft / unpacked" in capsys.readouterr().out
+
+
+def test_draft_tau_script_runs(tmp_path, capsys):
+    """scripts/draft_tau.py on a tiny target: acceptance compared without timing, as the notes cite it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "draft_tau.py"
+    spec = importlib.util.spec_from_file_location("draft_tau", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "tau.json"
+    assert module.main(["--target", "tiny:llava_next", "--drafts", "random:eagle2,random:medusa", "--trees", "4/2/2,6/3/2",
+                        "--tasks", "vqa", "--n-prompts", "1", "--tokens", "6", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["draft"], r["tree"]) for r in rows] == [(d, t) for d in ("random:eagle2", "random:medusa")
+                                                        for t in ("4/2/2", "6/3/2")]
+    assert all(0 <= r["tau"] <= 3 and r["cycles"] > 0 for r in rows)
+    assert "tau" in capsys.readouterr().out
