@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(dict(target=a.target, temperature=a.temperature, tokens=a.tokens,
-                                               prompts=[f"{q.task}:{q.prompt_id}" for q in prompts], rows=rows), indent=1))
+                                               prompts=[q.prompt_id for q in prompts], rows=rows), indent=1))
     return 0
 
 
