@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vispec_core import load_draft, load_target          # noqa: E402
 from vispec_core.decode import decode_speculative       # noqa: E402
 from vispec_core.tasks import task_prompts              # noqa: E402
+from vispec_core.targets.packed import is_packed        # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
                 rows[mode].append(dict(draft_ms=1e3 * stats["draft_time_s"] / c, verify_ms=1e3 * stats["verify_time_s"] / c,
                                        decode_ms_per_token=1e3 * stats["decode_time_s"] / n))
     os.environ.pop("VISPEC_PREPACK")
-    if not hasattr(next(w for n, w in draft.named_parameters() if n.endswith("weight") and w.dim() == 2), "_vispec_packed"):
+    if not is_packed(next(w for n, w in draft.named_parameters() if n.endswith("weight") and w.dim() == 2)):
         raise SystemExit(f"The draft's weights were never packed ({target.dtype} on {target.device}): nothing to compare.")
     if len(tokens) != 1:
         raise SystemExit("The runs emitted different tokens: packing must be bitwise; report this as a bug.")

@@ -2,12 +2,15 @@
 bitwise those of the HF modules' own weights (tree masks and Qwen's q/k/v biases included), decoding
 emits the same tokens, and a weight changed in place is packed again. The drafts' weights, packed where
 they are used (packed.linear), give bitwise the same log-probs."""
+import io
+
 import pytest
 import torch
 
 from vispec_core import load_draft
 from vispec_core.decode import decode_speculative, decode_vanilla, prefill
 from vispec_core.targets import load_target
+from vispec_core.targets.packed import is_packed
 from vispec_core.tasks import task_prompts
 
 
@@ -93,15 +96,17 @@ def test_packed_draft_weights_are_bitwise_the_modules(family, kind, monkeypatch)
         with torch.inference_mode():
             runs[mode] = draft_log_probs(target, draft, target.prepare(p.prompt, p.images))
         weights = [w for name, w in draft.named_parameters() if name.endswith("weight") and w.dim() == 2]
-        packed = [hasattr(w, "_vispec_packed") for w in weights]
-        assert (any(packed) and hasattr(draft.vocab_head, "_vispec_packed")) if mode == "auto" else not any(packed)
+        packed = [is_packed(w) for w in weights]
+        assert (any(packed) and is_packed(draft.vocab_head)) if mode == "auto" else not any(packed)
     for a, b in zip(runs["0"], runs["auto"]):
         assert torch.isfinite(a).any() and torch.equal(a, b)
 
     with torch.no_grad():                       # a weight changed in place is packed again
-        w = draft.vocab_head
-        before = w._vispec_packed
-        w.mul_(2.0)
+        draft.vocab_head.mul_(2.0)
+    assert not is_packed(draft.vocab_head)
     with torch.inference_mode():
         again = draft_log_probs(target, draft, target.prepare(p.prompt, p.images))
-    assert w._vispec_packed is not before and not torch.equal(again[0], runs["auto"][0])
+    assert is_packed(draft.vocab_head) and not torch.equal(again[0], runs["auto"][0])
+    buffer = io.BytesIO()                       # a packed weight still pickles (its pack lives beside it)
+    torch.save(next(w for w in weights if is_packed(w)), buffer)
+    assert len(buffer.getvalue()) > 0

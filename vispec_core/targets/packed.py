@@ -13,6 +13,7 @@ bf16 / fp16 when its linear weights fit in PACK_LIMIT_BYTES.
 from __future__ import annotations
 
 import os
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -90,16 +91,33 @@ class PackedWeights:
         return _linear(hidden, self.head, self.head_bias)
 
 
+# weight id -> (weakref to the weight, its (data_ptr, version) when packed, the packed copy). Kept beside
+# the weight, not on it: a packed oneDNN tensor has no storage, so a weight carrying one could not be
+# pickled or saved with the module.
+_DRAFT_PACKS: dict[int, tuple] = {}
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    if _DRAFT_PACKS.get(key, (None,))[0] is ref:
+        del _DRAFT_PACKS[key]
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear for a draft's weights: when decoding on a CPU in bf16 / fp16 (no autograd), on a
-    packed copy kept on the weight itself and made again once the weight changes; bitwise the same."""
+    packed copy made once per weight and made again once the weight changes; bitwise the same."""
     if (weight.device.type != "cpu" or weight.dtype not in (torch.bfloat16, torch.float16) or x.dtype != weight.dtype
             or weight.is_inference() or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
             or os.environ.get("VISPEC_PREPACK", "auto") == "0" or not torch.backends.mkldnn.is_available()):
         return F.linear(x, weight, bias)
-    signature = (weight.data_ptr(), weight._version)
-    held = getattr(weight, "_vispec_packed", None)
-    if held is None or held[0] != signature:
-        held = (signature, _pack(weight.detach()))
-        weight._vispec_packed = held
-    return _linear(x, held[1], bias)
+    key, signature = id(weight), (weight.data_ptr(), weight._version)
+    held = _DRAFT_PACKS.get(key)
+    if held is None or held[0]() is not weight or held[1] != signature:
+        ref = held[0] if held is not None and held[0]() is weight else weakref.ref(weight, lambda r, k=key: _forget(k, r))
+        held = _DRAFT_PACKS[key] = (ref, signature, _pack(weight.detach()))
+    return _linear(x, held[2], bias)
+
+
+def is_packed(weight: torch.Tensor) -> bool:
+    """Whether `linear` holds a current packed copy of this weight."""
+    held = _DRAFT_PACKS.get(id(weight))
+    return held is not None and held[0]() is weight and held[1] == (weight.data_ptr(), weight._version)
