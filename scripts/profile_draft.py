@@ -25,6 +25,7 @@ from vispec_core import load_draft, load_target          # noqa: E402
 from vispec_core.decode import decode_speculative       # noqa: E402
 from vispec_core.tasks import task_prompts              # noqa: E402
 from vispec_core.targets.packed import is_packed        # noqa: E402
+from vispec_core.tree_search import parse_tree          # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -39,24 +40,28 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    total, depth, top_k = (int(x) for x in a.tree.split("/"))
+    tree = parse_tree(a.tree)
     target = load_target(a.target, dtype=a.dtype)
     draft = load_draft(a.draft, target=target)
     prompt = task_prompts("caption", 1, seed=0)[0]
     inputs = target.prepare(prompt.prompt, prompt.images)
 
-    rows, tokens = {"packed": [], "not packed": []}, set()
+    rows, tokens, before = {"packed": [], "not packed": []}, set(), os.environ.get("VISPEC_PREPACK")
     for r in range(a.repeats + 1):                      # the first round warms up, not counted
         for mode, env in (("packed", "auto"), ("not packed", "0")):
             os.environ["VISPEC_PREPACK"] = env
-            out, stats = decode_speculative(target, draft, inputs, a.tokens, total_tokens=total, depth=depth, top_k=top_k)
+            out, stats = decode_speculative(target, draft, inputs, a.tokens, total_tokens=tree.total_tokens,
+                                             depth=tree.depth, top_k=tree.top_k)
             tokens.add(tuple(out))
             if r:
                 n, c = len(out), stats["cycles"]
                 rows[mode].append(dict(draft_ms=1e3 * stats["draft_time_s"] / c, verify_ms=1e3 * stats["verify_time_s"] / c,
                                        decode_ms_per_token=1e3 * stats["decode_time_s"] / n))
-    os.environ.pop("VISPEC_PREPACK")
-    if not is_packed(next(w for n, w in draft.named_parameters() if n.endswith("weight") and w.dim() == 2)):
+    if before is None:
+        os.environ.pop("VISPEC_PREPACK")
+    else:
+        os.environ["VISPEC_PREPACK"] = before
+    if not any(is_packed(w) for n, w in draft.named_parameters() if n.endswith("weight") and w.dim() == 2):
         raise SystemExit(f"The draft's weights were never packed ({target.dtype} on {target.device}): nothing to compare.")
     if len(tokens) != 1:
         raise SystemExit("The runs emitted different tokens: packing must be bitwise; report this as a bug.")

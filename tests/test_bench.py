@@ -354,15 +354,20 @@ def test_tasks_are_deterministic_and_held_out():
     assert all(p.prompt.endswith("Please answer with an explanation.") for p in task_prompts("vqa", 3))
 
 
-def test_tree_estimate_check_script_runs(capsys):
-    """scripts/tree_estimate_check.py on a tiny target, so the check cited in the notes cannot rot."""
+def load_script(name: str):
+    """A script of scripts/ as a module, so a test can call its main()."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "tree_estimate_check.py"
-    spec = importlib.util.spec_from_file_location("tree_estimate_check", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tree_estimate_check_script_runs(capsys):
+    """scripts/tree_estimate_check.py on a tiny target, so the check cited in the notes cannot rot."""
+    script = load_script("tree_estimate_check")
     assert script.main(["--target", "tiny:llava_next", "--draft", "random:eagle2", "--tree", "4/2/2",
                         "--tasks", "text", "--tokens", "6", "--seeds", "2"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("seeds")]
@@ -371,13 +376,7 @@ def test_tree_estimate_check_script_runs(capsys):
 
 def test_profile_draft_script_runs(capsys):
     """scripts/profile_draft.py on a tiny bf16 target: the figure cited in the notes cannot rot."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "profile_draft.py"
-    spec = importlib.util.spec_from_file_location("profile_draft", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("profile_draft")
     assert module.main(["--target", "tiny:llava_next", "--dtype", "bfloat16", "--draft", "random:eagle2",
                         "--tree", "6/2/3", "--tokens", "8", "--threads", "1", "--repeats", "1"]) == 0
     assert "packed draft / unpacked" in capsys.readouterr().out
@@ -385,13 +384,7 @@ def test_profile_draft_script_runs(capsys):
 
 def test_draft_tau_script_runs(tmp_path, capsys):
     """scripts/draft_tau.py on a tiny target: acceptance compared without timing, as the notes cite it."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "draft_tau.py"
-    spec = importlib.util.spec_from_file_location("draft_tau", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("draft_tau")
     out = tmp_path / "tau.json"
     assert module.main(["--target", "tiny:llava_next", "--drafts", "random:eagle2,random:medusa", "--trees", "4/2/2,6/3/2",
                         "--tasks", "vqa", "--n-prompts", "1", "--tokens", "6", "--out", str(out)]) == 0
