@@ -143,3 +143,40 @@ def test_bad_inputs_fail_clearly(llava, tmp_path, capsys):
         synthesize(SPEC, "text", 2, tmp_path / "d", target=llava)
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         synthesize(SPEC, "text", 2, tmp_path / "e", temperature=-1, target=llava)
+
+
+def test_several_folders_load_as_one_dataset_and_foreign_data_is_refused(llava, tmp_path):
+    import json
+
+    from vispec_core.data import check_weights, load_synthesized
+
+    synthesize(SPEC, "text", 3, tmp_path / "t1", max_new_tokens=6, target=llava, progress=False)
+    synthesize(SPEC, "scenes", 2, tmp_path / "t0", temperature=0.0, seed=1, max_new_tokens=6, target=llava,
+               progress=False)
+    both = load_synthesized(f"{tmp_path / 't1'},{tmp_path / 't0'}")
+    assert list(both["answer_ids"]) == (list(load_parquet(tmp_path / "t1")["answer_ids"])
+                                        + list(load_parquet(tmp_path / "t0")["answer_ids"]))
+    assert len(load_synthesized([tmp_path / "t0", tmp_path / "t1"])) == 5
+    with pytest.raises(ValueError, match="names no dataset folder"):
+        load_synthesized(" , ")
+    with pytest.raises(FileNotFoundError, match="not a dataset written by vispec_core.data"):
+        load_synthesized(f"{tmp_path / 't1'},{tmp_path}")
+
+    manifest = tmp_path / "t0" / "vispec_data.json"
+    m = json.loads(manifest.read_text())
+    m["settings"]["target"] = "tiny:qwen2_5_vl"
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="mixes datasets answered by different targets"):
+        load_synthesized(f"{tmp_path / 't1'},{tmp_path / 't0'}")
+
+    class Retrained:       # a target whose projector was trained again
+        def weights_id(self, images=True):
+            return "lm+projector:new"
+
+    m["settings"].update(target=SPEC, target_weights="lm+projector:old")
+    manifest.write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="answered by target weights lm\\+projector:old.*synthesize the data again"):
+        check_weights(f"{tmp_path / 't1'},{tmp_path / 't0'}", Retrained())
+    m["settings"]["target_weights"] = "lm+projector:new"
+    manifest.write_text(json.dumps(m))
+    check_weights(f"{tmp_path / 't1'},{tmp_path / 't0'}", Retrained())     # t1 records none: nothing to compare

@@ -134,11 +134,13 @@ def test_stage_2_starts_from_the_stage_1_draft(world, tmp_path):
     t, root = world["target"], world["root"]
     stage1 = load_draft("random:vispec", t, seed=5)
     stage1.save_pretrained(tmp_path / "stage1")
-    c = TrainConfig(target=SPEC, kind="vispec", data=str(root / "vqa"), out=str(tmp_path / "s2"), stage=2,
+    data = f"{root / 'vqa'},{root / 'held_out'}"       # several folders train as one dataset: 8 + 6 samples
+    c = TrainConfig(target=SPEC, kind="vispec", data=data, out=str(tmp_path / "s2"), stage=2,
                     batch_size=4, epochs=1, init=str(tmp_path / "stage1"))
     start = build_draft(c.resolved(), t).state_dict()
     assert all(torch.equal(v, stage1.state_dict()[k].float()) for k, v in start.items())
     train(c, target=t, progress=False)
+    assert len(read_log(tmp_path / "s2")) == 14 // 4
     with pytest.raises(ValueError, match="holds a vispec draft, not a medusa one"):
         build_draft(TrainConfig(**{**c.__dict__, "kind": "medusa"}).resolved(), t)
 

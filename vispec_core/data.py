@@ -384,17 +384,44 @@ def synthesize(target_spec: str, source: str, n: int, out, temperature: float = 
     return out
 
 
-def load_synthesized(out):
-    """The dataset as a `datasets.Dataset` (only `datasets` is needed: parquet shards under data/)."""
-    from datasets import load_dataset
+def folders(spec) -> list[Path]:
+    """Dataset folders from one path, a list, or paths joined by commas ("DIR_A,DIR_B")."""
+    parts = spec.split(",") if isinstance(spec, str) else [str(p) for p in spec]
+    paths = [Path(p.strip()) for p in parts if p.strip()]
+    if not paths:
+        raise ValueError(f"{spec!r} names no dataset folder.")
+    return paths
 
-    out = Path(out)
-    if not (out / MANIFEST).is_file():
-        raise FileNotFoundError(f"{out} holds no {MANIFEST}: not a dataset written by vispec_core.data.")
-    files = sorted(str(p) for p in (out / "data").glob("train-*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{out}/data holds no shards yet.")
-    return load_dataset("parquet", data_files=files, split="train")
+
+def load_synthesized(spec):
+    """The dataset(s) as one `datasets.Dataset`, in the order given (only `datasets` is needed:
+    parquet shards under data/). Several folders must hold data answered by the same target."""
+    from datasets import concatenate_datasets, load_dataset
+
+    parts = []
+    for out in folders(spec):
+        if not (out / MANIFEST).is_file():
+            raise FileNotFoundError(f"{out} holds no {MANIFEST}: not a dataset written by vispec_core.data.")
+        files = sorted(str(p) for p in (out / "data").glob("train-*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{out}/data holds no shards yet.")
+        parts.append(load_dataset("parquet", data_files=files, split="train"))
+    targets = {settings_of(out)["settings"]["target"] for out in folders(spec)}
+    if len(targets) > 1:
+        raise ValueError(f"{spec} mixes datasets answered by different targets ({sorted(targets)}); "
+                         "train a draft on one target's answers.")
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
+def check_weights(spec, target) -> None:
+    """Refuse data answered by other weights of the same target (e.g. another projector): a draft
+    trained on it learns another model's answers."""
+    for out in folders(spec):
+        s = settings_of(out)["settings"]
+        recorded, now = s.get("target_weights", ""), target.weights_id(images=s["source"] != "text")
+        if recorded and now and recorded != now:
+            raise ValueError(f"{out} was answered by target weights {recorded}, but the loaded target has {now}; "
+                             "synthesize the data again with this target (or load the target that wrote it).")
 
 
 def settings_of(out) -> dict:

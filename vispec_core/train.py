@@ -350,7 +350,7 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from .data import load_synthesized, settings_of
+    from .data import check_weights, folders, load_synthesized, settings_of
 
     c = config.resolved()
     out = Path(c.out)
@@ -359,9 +359,10 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     W, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if c.batch_size % W:
         raise ValueError(f"batch_size {c.batch_size} must be divisible by the {W} processes.")
-    data_target = settings_of(c.data)["settings"]["target"]
-    if data_target != c.target:
-        raise ValueError(f"The dataset {c.data} was answered by target {data_target!r}, not {c.target!r}.")
+    for d in folders(c.data):
+        data_target = settings_of(d)["settings"]["target"]
+        if data_target != c.target:
+            raise ValueError(f"The dataset {d} was answered by target {data_target!r}, not {c.target!r}.")
     dataset = load_synthesized(c.data)
     check_stage(dataset, c.stage)
     steps_per_epoch = len(dataset) // c.batch_size
@@ -390,6 +391,7 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     if target is None:
         from .targets import load_target
         target = load_target(c.target, device=accelerator.device, dtype=c.dtype)
+    check_weights(c.data, target)
     draft = build_draft(c, target)
     optimizer = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=c.lr, betas=c.betas,
                                   weight_decay=c.weight_decay)
@@ -465,7 +467,7 @@ def read_log(out) -> list[dict]:
 def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--target", required=True)
     p.add_argument("--kind", required=True, help="vispec | eagle2 | medusa")
-    p.add_argument("--data", required=True, help="a dataset folder written by `python -m vispec_core.data synthesize`")
+    p.add_argument("--data", required=True, help="a dataset folder written by `python -m vispec_core.data synthesize`, or several joined by commas")
     p.add_argument("--out", required=True)
     p.add_argument("--stage", type=int, default=2, help="1: text-only, 2: multimodal")
     p.add_argument("--profile", default="cpu", help=f"one of {sorted(PROFILES)}")
