@@ -157,6 +157,7 @@ def test_several_folders_load_as_one_dataset_and_foreign_data_is_refused(llava, 
     assert list(both["answer_ids"]) == (list(load_parquet(tmp_path / "t1")["answer_ids"])
                                         + list(load_parquet(tmp_path / "t0")["answer_ids"]))
     assert len(load_synthesized([tmp_path / "t0", tmp_path / "t1"])) == 5
+    assert len(load_synthesized(tmp_path / "t0")) == 2
     with pytest.raises(ValueError, match="names no dataset folder"):
         load_synthesized(" , ")
     with pytest.raises(FileNotFoundError, match="not a dataset written by vispec_core.data"):

@@ -386,7 +386,10 @@ def synthesize(target_spec: str, source: str, n: int, out, temperature: float = 
 
 def folders(spec) -> list[Path]:
     """Dataset folders from one path, a list, or paths joined by commas ("DIR_A,DIR_B")."""
-    parts = spec.split(",") if isinstance(spec, str) else [str(p) for p in spec]
+    if isinstance(spec, (str, os.PathLike)):
+        parts = str(spec).split(",")
+    else:
+        parts = [str(p) for p in spec]
     paths = [Path(p.strip()) for p in parts if p.strip()]
     if not paths:
         raise ValueError(f"{spec!r} names no dataset folder.")
