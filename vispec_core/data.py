@@ -401,7 +401,7 @@ def load_synthesized(spec):
     parquet shards under data/). Several folders must hold data answered by the same target."""
     from datasets import concatenate_datasets, load_dataset
 
-    parts = []
+    parts, targets = [], set()
     for out in folders(spec):
         if not (out / MANIFEST).is_file():
             raise FileNotFoundError(f"{out} holds no {MANIFEST}: not a dataset written by vispec_core.data.")
@@ -409,7 +409,7 @@ def load_synthesized(spec):
         if not files:
             raise FileNotFoundError(f"{out}/data holds no shards yet.")
         parts.append(load_dataset("parquet", data_files=files, split="train"))
-    targets = {settings_of(out)["settings"]["target"] for out in folders(spec)}
+        targets.add(settings_of(out)["settings"]["target"])
     if len(targets) > 1:
         raise ValueError(f"{spec} mixes datasets answered by different targets ({sorted(targets)}); "
                          "train a draft on one target's answers.")
