@@ -78,24 +78,26 @@ def parse_tree(spec: str | None) -> TreeConfig | str:
 
 # -- measurements ----------------------------------------------------------------------------------
 @torch.inference_mode()
-def verify_cost_curve(target, cache, sizes=VERIFY_SIZES, repeats: int = 5, rope_delta: int = 0) -> dict[int, float]:
+def verify_cost_curve(target, cache, sizes=VERIFY_SIZES, repeats: int = 7, rope_delta: int = 0) -> dict[int, float]:
     """Median seconds of one target forward over n new tokens (tree-masked, logits and argmax included)
-    after the cache's committed prefix; the cache is left as it was (nothing committed)."""
+    after the cache's committed prefix; the cache is left as it was (nothing committed). The sizes take
+    turns, round after round (the first round warms up), so a slow spell of the machine lands on every
+    size alike instead of on the few measured during it."""
     clock = Clock(target.device)
-    out = {}
+    runs = {}
     for n in sizes:
         ids = torch.randint(0, target.vocab_size, (1, n), generator=torch.Generator().manual_seed(n)).to(target.device)
         mask = torch.ones(n, n, dtype=torch.bool, device=target.device).tril()
-        offsets = torch.arange(n, device=target.device)
-        times = []
-        for r in range(repeats + 1):            # the first one warms up
+        runs[n] = (ids, mask, torch.arange(n, device=target.device))
+    times = {n: [] for n in sizes}
+    for r in range(repeats + 1):
+        for n, (ids, mask, offsets) in runs.items():
             clock.lap()
             f = target.forward(target.embed(ids), target.positions(cache.length, offsets, rope_delta), cache, mask)
             target.logits(f[0]).argmax(-1).tolist()
             if r:
-                times.append(clock.lap())
-        out[n] = statistics.median(times)
-    return out
+                times[n].append(clock.lap())
+    return {n: statistics.median(t) for n, t in times.items()}
 
 
 def interpolate(curve: dict[int, float], n: int) -> float:
@@ -265,7 +267,7 @@ def candidates(depths=DEPTHS, top_ks=TOP_KS, totals=TOTALS, max_depth: int | Non
 
 
 def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks=TOP_KS, totals=TOTALS,
-                verify_sizes=VERIFY_SIZES, repeats: int = 5, log=None, temperature: float = 0.0,
+                verify_sizes=VERIFY_SIZES, repeats: int = 7, log=None, temperature: float = 0.0,
                 top_p: float = 1.0, seed: int = 0) -> dict:
     """Measure, estimate and rank every grid config for decoding at `temperature`; the result
     (JSON-ready) names the best as 'chosen' and carries the paper's 30/3/8 row for comparison."""
