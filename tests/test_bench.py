@@ -11,6 +11,7 @@ from vispec_core.__main__ import main
 from vispec_core.bench import hf_generate, parse_methods, parse_temperatures
 from vispec_core.decode import decode_speculative, decode_vanilla
 from vispec_core.report import paired, summarise, write_report
+from vispec_core.targets.packed import can_pack
 from vispec_core.tasks import TASKS, parse_tasks, task_prompts
 from vispec_core.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_tau, parse_tree, search_tree
 
@@ -374,6 +375,7 @@ def test_tree_estimate_check_script_runs(capsys):
     assert len(lines) == 2 and "estimate" in lines[-1] and "real runs" in lines[-1]
 
 
+@pytest.mark.skipif(not can_pack(torch.bfloat16), reason="oneDNN packs bf16 only on a CPU with AVX-512 or AVX-NE-CONVERT")
 def test_profile_draft_script_runs(capsys):
     """scripts/profile_draft.py on a tiny bf16 target: the figure cited in the notes cannot rot."""
     module = load_script("profile_draft")

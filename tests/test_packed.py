@@ -10,7 +10,8 @@ import torch
 from vispec_core import load_draft
 from vispec_core.decode import decode_speculative, decode_vanilla, prefill
 from vispec_core.targets import load_target
-from vispec_core.targets.packed import is_packed
+from vispec_core.targets import packed as packed_module
+from vispec_core.targets.packed import can_pack, is_packed
 from vispec_core.tasks import task_prompts
 
 
@@ -30,7 +31,11 @@ def outputs(target, inputs):
     return first, target.logits(f[0]), decode_vanilla(target, inputs, 12)[0]
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (a CPU build of torch)")
+NEEDS_BF16_PACKING = pytest.mark.skipif(not can_pack(torch.bfloat16), reason="oneDNN packs bf16 only on a CPU with "
+                                         "AVX-512 or AVX-NE-CONVERT (this one has neither)")
+
+
+@NEEDS_BF16_PACKING
 @pytest.mark.parametrize("family", ["llava_next", "qwen2_5_vl"])
 def test_packed_weights_are_bitwise_the_modules(family, monkeypatch):
     p = task_prompts("caption", 1, seed=2)[0]
@@ -66,6 +71,21 @@ def test_packing_only_where_it_helps(monkeypatch):
     assert load_target("tiny:llava_next", dtype=torch.float32).packed_weights() is None    # fp32: MKL's own path
 
 
+def test_a_cpu_that_cannot_pack_decodes_unpacked(monkeypatch):
+    """On a CPU whose oneDNN refuses bf16 packing (AVX2 only) nothing is packed, even when asked, and the
+    target and drafts decode through F.linear as usual."""
+    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: False)
+    p = task_prompts("caption", 1, seed=2)[0]
+    target = bf16_target("llava_next", monkeypatch, "1")
+    assert target.packed_weights() is None
+    draft = load_draft("random:eagle2", target=target, seed=1)
+    inputs = target.prepare(p.prompt, p.images)
+    with torch.inference_mode():
+        got = decode_speculative(target, draft, inputs, 8, total_tokens=6, depth=2, top_k=2)[0]
+    assert got == decode_vanilla(target, inputs, 8)[0]
+    assert not any(is_packed(w) for w in draft.parameters())
+
+
 def draft_log_probs(target, draft, inputs):
     """The draft's root log-probs after the prompt's pairs, then those of three children of the root."""
     capacity = inputs.length + 32
@@ -79,7 +99,7 @@ def draft_log_probs(target, draft, inputs):
     return lp, session.expand(children, torch.zeros_like(children), 1)
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (a CPU build of torch)")
+@NEEDS_BF16_PACKING
 @pytest.mark.parametrize("family,kind", [("llava_next", "vispec"), ("qwen2_5_vl", "vispec"), ("llava_next", "eagle2"),
                                          ("llava_next", "medusa")])
 def test_packed_draft_weights_are_bitwise_the_modules(family, kind, monkeypatch):

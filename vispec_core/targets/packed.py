@@ -8,10 +8,13 @@ for a second copy of the language model's linear weights in memory; q/k/v and ga
 fused, since the copy is made anyway.
 
 VISPEC_PREPACK=0 turns it off, =1 packs whatever the size; by default a target packs on a CPU in
-bf16 / fp16 when its linear weights fit in PACK_LIMIT_BYTES.
+bf16 / fp16 when its linear weights fit in PACK_LIMIT_BYTES. oneDNN packs bf16 / fp16 only on CPUs
+with the instructions for them (AVX-512 or AVX-NE-CONVERT); elsewhere (an AVX2-only CPU) nothing is
+packed and `F.linear` runs as usual.
 """
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 
@@ -29,6 +32,18 @@ def _pack(*weights: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights) if len(weights) > 1 else weights[0])
 
 
+@functools.cache
+def can_pack(dtype: torch.dtype) -> bool:
+    """Whether oneDNN on this CPU packs weights of this dtype (it raises on one that lacks the instructions)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        _pack(torch.zeros(8, 8, dtype=dtype))
+    except RuntimeError:
+        return False
+    return True
+
+
 def _bias(*linears) -> torch.Tensor | None:
     biases = [m.bias for m in linears]
     if all(b is None for b in biases):
@@ -39,7 +54,7 @@ def _bias(*linears) -> torch.Tensor | None:
 def packing_wanted(language_model, lm_head) -> bool:
     weight = lm_head.weight
     mode = os.environ.get("VISPEC_PREPACK", "auto")
-    if mode == "0" or weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+    if mode == "0" or weight.device.type != "cpu" or not can_pack(weight.dtype):
         return False
     if mode == "1":
         return True
@@ -107,7 +122,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     packed copy made once per weight and made again once the weight changes; bitwise the same."""
     if (weight.device.type != "cpu" or weight.dtype not in (torch.bfloat16, torch.float16) or x.dtype != weight.dtype
             or weight.is_inference() or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
-            or os.environ.get("VISPEC_PREPACK", "auto") == "0" or not torch.backends.mkldnn.is_available()):
+            or os.environ.get("VISPEC_PREPACK", "auto") == "0" or not can_pack(weight.dtype)):
         return F.linear(x, weight, bias)
     key, signature = id(weight), (weight.data_ptr(), weight._version)
     held = _DRAFT_PACKS.get(key)
