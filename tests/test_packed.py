@@ -2,6 +2,7 @@
 bitwise those of the HF modules' own weights (tree masks and Qwen's q/k/v biases included), decoding
 emits the same tokens, and a weight changed in place is packed again. The drafts' weights, packed where
 they are used (packed.linear), give bitwise the same log-probs."""
+import copy
 import io
 
 import pytest
@@ -71,19 +72,33 @@ def test_packing_only_where_it_helps(monkeypatch):
     assert load_target("tiny:llava_next", dtype=torch.float32).packed_weights() is None    # fp32: MKL's own path
 
 
-def test_a_cpu_that_cannot_pack_decodes_unpacked(monkeypatch):
-    """On a CPU whose oneDNN refuses bf16 packing (AVX2 only) nothing is packed, even when asked, and the
-    target and drafts decode through F.linear as usual."""
+def test_a_cpu_without_bf16_arithmetic_multiplies_many_rows_in_fp32(monkeypatch):
+    """Where oneDNN refuses bf16 (an AVX2-only CPU) the weights are held "upcast": one-row products on
+    the bf16 weights as before (bitwise), products over UPCAST_MIN_ROWS rows and more in fp32, rounded
+    to bf16 (within bf16 rounding of the plain path); speculative decoding emits vanilla's tokens."""
     monkeypatch.setattr(packed_module, "can_pack", lambda dtype: False)
     p = task_prompts("caption", 1, seed=2)[0]
-    target = bf16_target("llava_next", monkeypatch, "1")
-    assert target.packed_weights() is None
-    draft = load_draft("random:eagle2", target=target, seed=1)
+    plain = bf16_target("llava_next", monkeypatch, "0")
+    assert plain.packed_weights() is None
+    target = bf16_target("llava_next", monkeypatch, "auto")
+    assert target.packed_weights().mode == "upcast"
     inputs = target.prepare(p.prompt, p.images)
+    assert inputs.length >= packed_module.UPCAST_MIN_ROWS
+    want, got = outputs(plain, inputs), outputs(target, inputs)
+    assert not torch.equal(want[0], got[0])                                   # the prefill ran in fp32
+    assert torch.allclose(want[0], got[0], rtol=0.05, atol=0.05 * want[0].abs().max().item())
+    cache, _ = prefill(plain, inputs, inputs.length + 4)                      # one row, on the same cache:
+    steps = [t.logits(t.forward(t.embed(torch.tensor([[7]])), t.positions(c.length, torch.zeros(1, dtype=torch.long),
+                                                                          inputs.rope_delta), c)[0])
+             for t, c in ((plain, cache), (target, copy.deepcopy(cache)))]
+    assert torch.equal(steps[0], steps[1])                                    # the bf16 weights, bitwise
+    with torch.no_grad():       # a random head is near-uniform: its bf16 near-ties flip with the summation order
+        target.lm_head.weight.mul_(30.0)
+    draft = load_draft("random:eagle2", target=target, seed=1, draft_vocab=list(range(0, 600, 3)))
     with torch.inference_mode():
-        got = decode_speculative(target, draft, inputs, 8, total_tokens=6, depth=2, top_k=2)[0]
-    assert got == decode_vanilla(target, inputs, 8)[0]
-    assert not any(is_packed(w) for w in draft.parameters())
+        spec = decode_speculative(target, draft, inputs, 24, total_tokens=8, depth=3, top_k=2)[0]
+    assert spec == decode_vanilla(target, inputs, 24)[0]
+    assert is_packed(draft.fc.weight) and not is_packed(draft.vocab_head)     # the prompt: fp32; 2-row expansions: bf16
 
 
 def draft_log_probs(target, draft, inputs):

@@ -250,11 +250,13 @@ def environment(target) -> dict:
         model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                       if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
             else platform.processor()
-        device = f"{model} (cpu)"
+        device = f"{model} (cpu, {torch.backends.cpu.get_cpu_capability()})"
+    packed = target.packed_weights()
     return dict(git_commit=git("rev-parse", "HEAD"), git_dirty=bool(git("status", "--porcelain")),
                 versions=dict(python=platform.python_version(), torch=torch.__version__,
                               transformers=transformers.__version__, numpy=numpy.__version__),
-                device=device, dtype=str(target.dtype).replace("torch.", ""), threads=torch.get_num_threads(),
+                device=device, dtype=str(target.dtype).replace("torch.", ""), weights=packed.mode if packed else "plain",
+                threads=torch.get_num_threads(),
                 host_cpus=os.cpu_count())
 
 

@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..images import interleave, load_images
 from ..kv_cache import KVCache
-from .packed import PackedWeights, packing_wanted
+from .packed import PackedWeights, packing_mode, upcast_wanted
 
 
 @dataclass
@@ -40,11 +40,14 @@ UNPLANNED = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBack
 
 
 def small_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.BoolTensor | None,
-                    scale: float) -> torch.Tensor:
+                    scale: float, upcast: bool = False) -> torch.Tensor:
     """Softmax attention of a few queries over the cache, heads grouped onto their KV head (GQA).
 
     q: [heads, n, hd]; keys, values: [kv_heads, L, hd]; mask: [n, L] or None (all visible).
-    On CPU this is several times faster than the fused kernel for n = 1, which is most of decoding."""
+    On CPU this is several times faster than the fused kernel for n = 1, which is most of decoding.
+    upcast: both products in fp32, the result in q's dtype (packed.py's "upcast" form)."""
+    if upcast:
+        return small_attention(q.float(), keys.float(), values.float(), mask, scale).to(q.dtype)
     heads, n, hd = q.shape
     kv_heads, L = keys.shape[0], keys.shape[1]
     qg = q.reshape(kv_heads, heads // kv_heads * n, hd)                    # [kv, G*n, hd]
@@ -123,13 +126,13 @@ class Target:
 
     # -- language model -----------------------------------------------------------------------
     def packed_weights(self, refresh: bool = False) -> PackedWeights | None:
-        """The linear weights prepacked for oneDNN (CPU, bf16 / fp16: packed.py), or None: the HF
-        modules' own. Packed again after the weights moved or changed; `refresh` decides again
+        """The linear weights held in the form this CPU multiplies fastest (bf16 / fp16: packed.py), or
+        None: the HF modules' own. Packed again after the weights moved or changed; `refresh` decides again
         (after VISPEC_PREPACK changed)."""
         key, packed = self._packed
         if refresh or key != (self.device, self.dtype) or (packed is not None and not packed.current()):
-            packed = PackedWeights(self.language_model, self.lm_head) \
-                if packing_wanted(self.language_model, self.lm_head) else None
+            mode = packing_mode(self.language_model, self.lm_head)
+            packed = PackedWeights(self.language_model, self.lm_head, mode) if mode else None
             self._packed = ((self.device, self.dtype), packed)
         return packed
 
@@ -157,6 +160,7 @@ class Target:
                 n, n, dtype=torch.bool, device=embeds.device).tril()
         x = embeds
         packed = self.packed_weights()
+        upcast = upcast_wanted(packed and packed.mode, embeds)
         for i, layer in enumerate(self.language_model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -168,12 +172,13 @@ class Target:
             k = k * cos + rotate_half(k) * sin
             keys, values = cache.write(i, k[0], v[0])                    # [kv_heads, start+n, hd]
             if n <= SMALL_N:
-                o = small_attention(q[0], keys, values, mask, attn.scaling)[None]
+                o = small_attention(q[0], keys, values, mask, attn.scaling, upcast)[None]
             else:
                 with sdpa_kernel(UNPLANNED):
-                    o = F.scaled_dot_product_attention(q, keys[None], values[None], attn_mask=mask,
+                    kv = (keys[None].float(), values[None].float()) if upcast else (keys[None], values[None])
+                    o = F.scaled_dot_product_attention(q.float() if upcast else q, *kv, attn_mask=mask,
                                                        is_causal=is_causal, scale=attn.scaling,
-                                                       enable_gqa=self.num_heads != self.num_kv_heads)
+                                                       enable_gqa=self.num_heads != self.num_kv_heads).to(q.dtype)
             o = o.transpose(1, 2).reshape(1, n, -1)
             x = x + (packed.o(i, o) if packed else attn.o_proj(o))
             h = layer.post_attention_layernorm(x)

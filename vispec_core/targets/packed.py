@@ -1,16 +1,23 @@
-"""Prepacked linear weights for decoding on a CPU in bf16 / fp16.
+"""Linear weights held, once, in the form this CPU multiplies fastest, for decoding in bf16 / fp16.
 
-oneDNN multiplies in its own blocked weight layout. Handed a plain weight, `F.linear` reorders it on
-every call, and for the few rows of a decode step or a draft tree that copy costs more than the
-product (default target, one core: a vanilla step 53 -> 35 ms, a 30-token verification 102 -> 78 ms,
-`scripts/profile_vanilla.py`). Packing every weight once gives bitwise the same outputs (tests),
-for a second copy of the language model's linear weights in memory; q/k/v and gate/up are packed
-fused, since the copy is made anyway.
+Two forms, chosen per dtype by what the CPU can do (`packing_mode`):
 
-VISPEC_PREPACK=0 turns it off, =1 packs whatever the size; by default a target packs on a CPU in
-bf16 / fp16 when its linear weights fit in PACK_LIMIT_BYTES. oneDNN packs bf16 / fp16 only on CPUs
-with the instructions for them (AVX-512 or AVX-NE-CONVERT); elsewhere (an AVX2-only CPU) nothing is
-packed and `F.linear` runs as usual.
+- "onednn" (a CPU with AVX-512 or AVX-NE-CONVERT): oneDNN multiplies in its own blocked weight layout.
+  Handed a plain weight, `F.linear` reorders it on every call, and for the few rows of a decode step or
+  a draft tree that copy costs more than the product (default target, one core: a vanilla step 53 ->
+  35 ms, a 30-token verification 102 -> 78 ms, `scripts/profile_vanilla.py`). Packing every weight once
+  gives bitwise the same outputs (tests).
+- "upcast" (an AVX2-only CPU, which has no bf16 / fp16 arithmetic): a bf16 product over more than a few
+  rows runs a slow generic kernel, so a verification costs about linearly in its tokens (default
+  target, 2 cores: 30 tokens 12.6x one token). From UPCAST_MIN_ROWS rows on, the product runs in fp32
+  on an fp32 copy of the weight and is rounded back to the input's dtype: the same bf16 values,
+  products exact in fp32 and summed in fp32 as the bf16 kernels do, in another order; fewer rows keep
+  the bf16 weight, whose half-size read is what a one-token step is bound by.
+
+Either form is a second copy of the language model's linear weights in memory (fp32: twice their
+size); q/k/v and gate/up are held fused, since the copy is made anyway. VISPEC_PREPACK=0 turns it
+off, =1 holds whatever the size; by default a target does so on a CPU in bf16 / fp16 when the copy
+fits in PACK_LIMIT_BYTES.
 """
 from __future__ import annotations
 
@@ -22,14 +29,7 @@ import torch
 import torch.nn.functional as F
 
 PACK_LIMIT_BYTES = 4 * 2**30
-
-
-def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
-
-
-def _pack(*weights: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._reorder_linear_weight(torch.cat(weights) if len(weights) > 1 else weights[0])
+UPCAST_MIN_ROWS = int(os.environ.get("VISPEC_UPCAST_MIN_ROWS", 6))
 
 
 @functools.cache
@@ -38,10 +38,42 @@ def can_pack(dtype: torch.dtype) -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        _pack(torch.zeros(8, 8, dtype=dtype))
+        torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=dtype))
     except RuntimeError:
         return False
     return True
+
+
+def cpu_mode(dtype: torch.dtype) -> str | None:
+    """How a CPU weight of this dtype is held for decoding: "onednn", "upcast" or None (as it is)."""
+    if dtype not in (torch.bfloat16, torch.float16) or os.environ.get("VISPEC_PREPACK", "auto") == "0":
+        return None
+    return "onednn" if can_pack(dtype) else "upcast"
+
+
+def rows(x: torch.Tensor) -> int:
+    return x.numel() // x.shape[-1]
+
+
+def upcast_wanted(mode: str | None, x: torch.Tensor) -> bool:
+    """Whether this product (or attention) over x's rows runs in fp32."""
+    return mode == "upcast" and rows(x) >= UPCAST_MIN_ROWS
+
+
+def _pack(mode: str, *weights: torch.Tensor, few_rows: bool = True) -> tuple[torch.Tensor | None, ...]:
+    """few_rows=False: the caller multiplies few rows on the weight itself (upcast: no reference kept)."""
+    w = torch.cat(weights) if len(weights) > 1 else weights[0]
+    if mode == "onednn":
+        return (torch.ops.mkldnn._reorder_linear_weight(w),)
+    return w.contiguous() if few_rows else None, w.float()     # the weight for a few rows, its fp32 copy for more
+
+
+def _linear(mode: str, x: torch.Tensor, packed: tuple[torch.Tensor, ...], b: torch.Tensor | None = None) -> torch.Tensor:
+    if mode == "onednn":
+        return torch.ops.mkldnn._linear_pointwise(x, packed[0], b, "none", [], "")
+    if not upcast_wanted(mode, x):
+        return F.linear(x, packed[0], b)
+    return F.linear(x.float(), packed[1], None if b is None else b.float()).to(x.dtype)
 
 
 def _bias(*linears) -> torch.Tensor | None:
@@ -51,35 +83,34 @@ def _bias(*linears) -> torch.Tensor | None:
     return torch.cat([b if b is not None else m.weight.new_zeros(m.weight.shape[0]) for b, m in zip(biases, linears)])
 
 
-def packing_wanted(language_model, lm_head) -> bool:
+def packing_mode(language_model, lm_head) -> str | None:
+    """The form the target's linear weights are held in for decoding ("onednn", "upcast"), or None."""
     weight = lm_head.weight
-    mode = os.environ.get("VISPEC_PREPACK", "auto")
-    if mode == "0" or weight.device.type != "cpu" or not can_pack(weight.dtype):
-        return False
-    if mode == "1":
-        return True
-    if weight.dtype not in (torch.bfloat16, torch.float16):
-        return False
+    mode = cpu_mode(weight.dtype) if weight.device.type == "cpu" else None
+    if mode is None or os.environ.get("VISPEC_PREPACK", "auto") == "1":
+        return mode
     size = sum(p.numel() * p.element_size() for p in language_model.layers.parameters()) + weight.numel() * weight.element_size()
-    return size <= PACK_LIMIT_BYTES
+    return mode if size * (2 if mode == "upcast" else 1) <= PACK_LIMIT_BYTES else None
 
 
 class PackedWeights:
-    """The language model's linear weights (and LM head) in oneDNN's layout, per decoder layer."""
+    """The language model's linear weights (and LM head) held in `mode`'s form, per decoder layer."""
 
-    def __init__(self, language_model, lm_head):
+    def __init__(self, language_model, lm_head, mode: str = "onednn"):
+        self.mode = mode
+        _pack_ = functools.partial(_pack, mode)
         self.layers, self.sources = [], [lm_head.weight]
         for layer in language_model.layers:
             a, m = layer.self_attn, layer.mlp
             qkv, gate_up = (a.q_proj, a.k_proj, a.v_proj), (m.gate_proj, m.up_proj)
             self.layers.append(dict(
-                qkv=_pack(*(x.weight for x in qkv)), qkv_bias=_bias(*qkv),
+                qkv=_pack_(*(x.weight for x in qkv)), qkv_bias=_bias(*qkv),
                 split=[x.weight.shape[0] for x in qkv],
-                o=_pack(a.o_proj.weight), o_bias=a.o_proj.bias,
-                gate_up=_pack(*(x.weight for x in gate_up)), gate_up_bias=_bias(*gate_up),
-                down=_pack(m.down_proj.weight), down_bias=m.down_proj.bias, act=m.act_fn))
+                o=_pack_(a.o_proj.weight), o_bias=a.o_proj.bias,
+                gate_up=_pack_(*(x.weight for x in gate_up)), gate_up_bias=_bias(*gate_up),
+                down=_pack_(m.down_proj.weight), down_bias=m.down_proj.bias, act=m.act_fn))
             self.sources += [x.weight for x in (*qkv, a.o_proj, *gate_up, m.down_proj)]
-        self.head, self.head_bias = _pack(lm_head.weight), lm_head.bias
+        self.head, self.head_bias = _pack_(lm_head.weight), lm_head.bias
         self.signature = self._signature()
 
     def _signature(self) -> tuple:
@@ -91,19 +122,19 @@ class PackedWeights:
 
     def qkv(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = self.layers[i]
-        return _linear(h, p["qkv"], p["qkv_bias"]).split(p["split"], dim=-1)
+        return _linear(self.mode, h, p["qkv"], p["qkv_bias"]).split(p["split"], dim=-1)
 
     def o(self, i: int, x: torch.Tensor) -> torch.Tensor:
         p = self.layers[i]
-        return _linear(x, p["o"], p["o_bias"])
+        return _linear(self.mode, x, p["o"], p["o_bias"])
 
     def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         p = self.layers[i]
-        gate, up = _linear(x, p["gate_up"], p["gate_up_bias"]).chunk(2, dim=-1)
-        return _linear(p["act"](gate) * up, p["down"], p["down_bias"])
+        gate, up = _linear(self.mode, x, p["gate_up"], p["gate_up_bias"]).chunk(2, dim=-1)
+        return _linear(self.mode, p["act"](gate) * up, p["down"], p["down_bias"])
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return _linear(hidden, self.head, self.head_bias)
+        return _linear(self.mode, hidden, self.head, self.head_bias)
 
 
 # weight id -> (weakref to the weight, its (data_ptr, version) when packed, the packed copy). Kept beside
@@ -118,21 +149,23 @@ def _forget(key: int, ref: weakref.ref) -> None:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear for a draft's weights: when decoding on a CPU in bf16 / fp16 (no autograd), on a
-    packed copy made once per weight and made again once the weight changes; bitwise the same."""
-    if (weight.device.type != "cpu" or weight.dtype not in (torch.bfloat16, torch.float16) or x.dtype != weight.dtype
-            or weight.is_inference() or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
-            or os.environ.get("VISPEC_PREPACK", "auto") == "0" or not can_pack(weight.dtype)):
+    """F.linear for a draft's weights: when decoding on a CPU in bf16 / fp16 (no autograd), on a copy in
+    `cpu_mode`'s form made once per weight and made again once the weight changes (oneDNN: bitwise
+    the same; upcast: from UPCAST_MIN_ROWS rows on)."""
+    mode = cpu_mode(weight.dtype) if weight.device.type == "cpu" else None
+    if (mode is None or x.dtype != weight.dtype or weight.is_inference()
+            or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+            or (mode == "upcast" and not upcast_wanted(mode, x))):
         return F.linear(x, weight, bias)
-    key, signature = id(weight), (weight.data_ptr(), weight._version)
+    key, signature = id(weight), (weight.data_ptr(), weight._version, mode)
     held = _DRAFT_PACKS.get(key)
     if held is None or held[0]() is not weight or held[1] != signature:
         ref = held[0] if held is not None and held[0]() is weight else weakref.ref(weight, lambda r, k=key: _forget(k, r))
-        held = _DRAFT_PACKS[key] = (ref, signature, _pack(weight.detach()))
-    return _linear(x, held[2], bias)
+        held = _DRAFT_PACKS[key] = (ref, signature, _pack(mode, weight.detach(), few_rows=False))
+    return _linear(mode, x, held[2], bias)
 
 
 def is_packed(weight: torch.Tensor) -> bool:
     """Whether `linear` holds a current packed copy of this weight."""
     held = _DRAFT_PACKS.get(id(weight))
-    return held is not None and held[0]() is weight and held[1] == (weight.data_ptr(), weight._version)
+    return held is not None and held[0]() is weight and held[1][:2] == (weight.data_ptr(), weight._version)
