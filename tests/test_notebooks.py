@@ -1,13 +1,15 @@
 """Every numbered notebook runs under papermill with smoke parameters and writes what it promises,
 without touching the committed results/."""
+import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from vispec_core.records import read_jsonl
-from vispec_core.reproduce import NOTEBOOKS, notebooks, run_notebook
+from vispec_core.reproduce import NOTEBOOKS, declared_parameters, notebooks, run_notebook
 
 
 
@@ -162,3 +164,13 @@ def test_notebook_smoke_run(name, tmp_path):
 def test_misspelt_parameter_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no parameter"):
         run_notebook(NOTEBOOKS / "01_redundancy_attention.ipynb", tmp_path / "x.ipynb", {"SMOKEE": True})
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.stem)
+def test_every_parameter_is_declared(path):
+    """Every assignment in a parameters cell is one papermill parses: one it cannot read (a comment
+    with ' = ' in it was one) would be refused as a misspelling when passed."""
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = {m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*)\s*=", "".join(cell["source"]), re.M)}
+    assert assigned == set(declared_parameters(path))
