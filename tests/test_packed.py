@@ -72,16 +72,20 @@ def test_packing_only_where_it_helps(monkeypatch):
     assert load_target("tiny:llava_next", dtype=torch.float32).packed_weights() is None    # fp32: MKL's own path
 
 
-def test_a_cpu_without_bf16_arithmetic_multiplies_many_rows_in_fp32(monkeypatch):
+@pytest.mark.parametrize("fp32_packed", [True, False])
+def test_a_cpu_without_bf16_arithmetic_multiplies_many_rows_in_fp32(monkeypatch, fp32_packed):
     """Where oneDNN refuses bf16 (an AVX2-only CPU) the weights are held "upcast": one-row products on
-    the bf16 weights as before (bitwise), products over UPCAST_MIN_ROWS rows and more in fp32, rounded
-    to bf16 (within bf16 rounding of the plain path); speculative decoding emits vanilla's tokens."""
-    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: False)
+    the bf16 weights as before (bitwise), products over UPCAST_MIN_ROWS rows and more in fp32 (on a
+    oneDNN-packed fp32 copy where oneDNN packs fp32, else on a plain one), rounded to bf16 (within bf16
+    rounding of the plain path); speculative decoding emits vanilla's tokens."""
+    if fp32_packed and not can_pack(torch.float32):
+        pytest.skip("oneDNN does not pack fp32 on this machine")
+    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: fp32_packed and dtype == torch.float32)
     p = task_prompts("caption", 1, seed=2)[0]
     plain = bf16_target("llava_next", monkeypatch, "0")
     assert plain.packed_weights() is None
     target = bf16_target("llava_next", monkeypatch, "auto")
-    assert target.packed_weights().mode == "upcast"
+    assert target.packed_weights().mode == "upcast" and target.packed_weights().layers[0]["o"][2] == fp32_packed
     inputs = target.prepare(p.prompt, p.images)
     assert inputs.length >= packed_module.UPCAST_MIN_ROWS
     want, got = outputs(plain, inputs), outputs(target, inputs)
