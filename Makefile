@@ -3,7 +3,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
-PYTEST ?= -q
+# One test process per core of a 2-core machine (pytest-xdist); PYTEST="-q -n 0" runs them all in one.
+PYTEST ?= -q -n 2
 
 .PHONY: setup test reproduce clean-venv
 

@@ -1,3 +1,8 @@
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"     # the notebook kernels a worker starts: one core each, as the workers
+
 import pytest
 import torch
 from PIL import Image
