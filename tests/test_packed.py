@@ -74,10 +74,11 @@ def test_packing_only_where_it_helps(monkeypatch):
 
 @pytest.mark.parametrize("fp32_packed", [True, False])
 def test_a_cpu_without_bf16_arithmetic_multiplies_many_rows_in_fp32(monkeypatch, fp32_packed):
-    """Where oneDNN refuses bf16 (an AVX2-only CPU) the weights are held "upcast": one-row products on
-    the bf16 weights as before (bitwise), products over UPCAST_MIN_ROWS rows and more in fp32 (on a
-    oneDNN-packed fp32 copy where oneDNN packs fp32, else on a plain one), rounded to bf16 (within bf16
-    rounding of the plain path); speculative decoding emits vanilla's tokens."""
+    """Where oneDNN refuses bf16 (an AVX2-only CPU) the weights are held "upcast": products over fewer
+    than UPCAST_MIN_ROWS rows on the bf16 weights as before (bitwise), products over more in fp32 (on a
+    oneDNN-packed fp32 copy where oneDNN packs fp32, else on a plain one), rounded to bf16, and attention
+    in fp32 however many rows (all within bf16 rounding of the plain path); speculative decoding emits
+    vanilla's tokens."""
     if fp32_packed and not can_pack(torch.float32):
         pytest.skip("oneDNN does not pack fp32 on this machine")
     monkeypatch.setattr(packed_module, "can_pack", lambda dtype: fp32_packed and dtype == torch.float32)
@@ -95,7 +96,11 @@ def test_a_cpu_without_bf16_arithmetic_multiplies_many_rows_in_fp32(monkeypatch,
     steps = [t.logits(t.forward(t.embed(torch.tensor([[7]])), t.positions(c.length, torch.zeros(1, dtype=torch.long),
                                                                           inputs.rope_delta), c)[0])
              for t, c in ((plain, cache), (target, copy.deepcopy(cache)))]
-    assert torch.equal(steps[0], steps[1])                                    # the bf16 weights, bitwise
+    assert torch.allclose(steps[0], steps[1], rtol=0.05, atol=0.05 * steps[0].abs().max().item())  # attention in fp32
+    packs, mlp = target.packed_weights(), target.language_model.layers[0].mlp
+    for n in (1, packed_module.UPCAST_MIN_ROWS - 1):                          # fewer rows: the bf16 weights, bitwise
+        h = torch.randn(1, n, mlp.gate_proj.in_features, generator=torch.Generator().manual_seed(n)).bfloat16()
+        assert torch.equal(packs.mlp(0, h), mlp(h)) and torch.equal(packs.logits(h), target.lm_head(h))
     with torch.no_grad():       # a random head is near-uniform: its bf16 near-ties flip with the summation order
         target.lm_head.weight.mul_(30.0)
     draft = load_draft("random:eagle2", target=target, seed=1, draft_vocab=list(range(0, 600, 3)))

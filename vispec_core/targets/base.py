@@ -161,6 +161,8 @@ class Target:
         x = embeds
         packed = self.packed_weights()
         upcast = upcast_wanted(packed and packed.mode, embeds)
+        # attention of even one query in fp32 there: a bf16 batched matmul costs ~3x its fp32 one on such a CPU
+        upcast_attention = upcast or (packed is not None and packed.mode == "upcast")
         for i, layer in enumerate(self.language_model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -172,7 +174,7 @@ class Target:
             k = k * cos + rotate_half(k) * sin
             keys, values = cache.write(i, k[0], v[0])                    # [kv_heads, start+n, hd]
             if n <= SMALL_N:
-                o = small_attention(q[0], keys, values, mask, attn.scaling, upcast)[None]
+                o = small_attention(q[0], keys, values, mask, attn.scaling, upcast_attention)[None]
             else:
                 with sdpa_kernel(UNPLANNED):
                     kv = (keys[None].float(), values[None].float()) if upcast else (keys[None], values[None])
