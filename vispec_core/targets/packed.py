@@ -77,9 +77,7 @@ def _pack(mode: str, *weights: torch.Tensor, few_rows: bool = True) -> tuple[tor
     if mode == "onednn":
         return (torch.ops.mkldnn._reorder_linear_weight(w),)
     w32 = w.float()                                            # the weight for a few rows, its fp32 copy for more
-    if can_pack(torch.float32):
-        return w.contiguous() if few_rows else None, torch.ops.mkldnn._reorder_linear_weight(w32), True
-    return w.contiguous() if few_rows else None, w32, False
+    return w.contiguous() if few_rows else None, torch.ops.mkldnn._reorder_linear_weight(w32) if can_pack(torch.float32) else w32
 
 
 def _linear(mode: str, x: torch.Tensor, packed: tuple[torch.Tensor, ...], b: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,7 +86,7 @@ def _linear(mode: str, x: torch.Tensor, packed: tuple[torch.Tensor, ...], b: tor
     if not upcast_wanted(mode, x):
         return F.linear(x, packed[0], b)
     x32, b32 = x.float(), None if b is None else b.float()
-    if packed[2]:
+    if packed[1].is_mkldnn:
         return torch.ops.mkldnn._linear_pointwise(x32, packed[1], b32, "none", [], "").to(x.dtype)
     return F.linear(x32, packed[1], b32).to(x.dtype)
 
