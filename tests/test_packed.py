@@ -11,6 +11,7 @@ import torch
 from vispec_core import load_draft
 from vispec_core.decode import decode_speculative, decode_vanilla, prefill
 from vispec_core.targets import load_target
+from vispec_core.targets import few_rows
 from vispec_core.targets import packed as packed_module
 from vispec_core.targets.packed import can_pack, is_packed
 from vispec_core.tasks import task_prompts
@@ -72,21 +73,33 @@ def test_packing_only_where_it_helps(monkeypatch):
     assert load_target("tiny:llava_next", dtype=torch.float32).packed_weights() is None    # fp32: MKL's own path
 
 
-@pytest.mark.parametrize("fp32_packed", [True, False])
-def test_a_cpu_without_bf16_arithmetic_multiplies_many_rows_in_fp32(monkeypatch, fp32_packed):
-    """Where oneDNN refuses bf16 (an AVX2-only CPU) the weights are held "upcast": products over fewer
-    than UPCAST_MIN_ROWS rows on the bf16 weights as before (bitwise), products over more in fp32 (on a
-    oneDNN-packed fp32 copy where oneDNN packs fp32, else on a plain one), rounded to bf16, and attention
-    in fp32 however many rows (all within bf16 rounding of the plain path); speculative decoding emits
-    vanilla's tokens."""
-    if fp32_packed and not can_pack(torch.float32):
+NEEDS_KERNEL = pytest.mark.skipif(not few_rows.available(), reason="the few-rows AVX2 kernel is not built here "
+                                   "(an AVX2 CPU, a C++ compiler and ninja are needed)")
+
+
+@pytest.mark.parametrize("form", ["fp32 packed", "fp32 plain", "widen"])
+def test_a_cpu_without_bf16_arithmetic_multiplies_in_fp32(monkeypatch, form):
+    """Where oneDNN refuses bf16 (an AVX2-only CPU) the weights are held "widen" (the few-rows kernel:
+    every product in fp32 on the bf16 weight, each row's result the same whatever the rows) or, without
+    the kernel, "upcast": products over fewer than UPCAST_MIN_ROWS rows on the bf16 weights as before
+    (bitwise), products over more in fp32 (on a oneDNN-packed fp32 copy where oneDNN packs fp32, else
+    on a plain one); rounded to bf16, attention in fp32 however many rows (all within bf16 rounding of
+    the plain path); speculative decoding emits vanilla's tokens."""
+    if form == "fp32 packed" and not can_pack(torch.float32):
         pytest.skip("oneDNN does not pack fp32 on this machine")
-    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: fp32_packed and dtype == torch.float32)
+    if form == "widen" and not few_rows.available():
+        pytest.skip("the few-rows AVX2 kernel is not built here")
+    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: form == "fp32 packed" and dtype == torch.float32)
+    monkeypatch.setattr(few_rows, "available", lambda: form == "widen")
     p = task_prompts("caption", 1, seed=2)[0]
     plain = bf16_target("llava_next", monkeypatch, "0")
     assert plain.packed_weights() is None
     target = bf16_target("llava_next", monkeypatch, "auto")
-    assert target.packed_weights().mode == "upcast" and target.packed_weights().layers[0]["o"][1].is_mkldnn == fp32_packed
+    packs = target.packed_weights()
+    if form == "widen":
+        assert packs.mode == "widen"
+    else:
+        assert packs.mode == "upcast" and packs.layers[0]["o"][1].is_mkldnn == (form == "fp32 packed")
     inputs = target.prepare(p.prompt, p.images)
     assert inputs.length >= packed_module.UPCAST_MIN_ROWS
     want, got = outputs(plain, inputs), outputs(target, inputs)
@@ -97,17 +110,44 @@ def test_a_cpu_without_bf16_arithmetic_multiplies_many_rows_in_fp32(monkeypatch,
                                                                           inputs.rope_delta), c)[0])
              for t, c in ((plain, cache), (target, copy.deepcopy(cache)))]
     assert torch.allclose(steps[0], steps[1], rtol=0.05, atol=0.05 * steps[0].abs().max().item())  # attention in fp32
-    packs, mlp = target.packed_weights(), target.language_model.layers[0].mlp
-    for n in (1, packed_module.UPCAST_MIN_ROWS - 1):                          # fewer rows: the bf16 weights, bitwise
-        h = torch.randn(1, n, mlp.gate_proj.in_features, generator=torch.Generator().manual_seed(n)).bfloat16()
-        assert torch.equal(packs.mlp(0, h), mlp(h)) and torch.equal(packs.logits(h), target.lm_head(h))
+    mlp = target.language_model.layers[0].mlp
+    h = torch.randn(1, 9, mlp.gate_proj.in_features, generator=torch.Generator().manual_seed(9)).bfloat16()
+    if form == "widen":                     # a token's products are bitwise the same alone or among 8 others
+        for n in (1, 2, 5):
+            assert torch.equal(packs.mlp(0, h[:, 3:3 + n]), packs.mlp(0, h)[:, 3:3 + n])
+            assert torch.equal(packs.logits(h[:, 3:3 + n]), packs.logits(h)[:, 3:3 + n])
+    else:
+        for n in (1, packed_module.UPCAST_MIN_ROWS - 1):                      # fewer rows: the bf16 weights, bitwise
+            assert torch.equal(packs.mlp(0, h[:, :n]), mlp(h[:, :n])) and torch.equal(packs.logits(h[:, :n]), target.lm_head(h[:, :n]))
     with torch.no_grad():       # a random head is near-uniform: its bf16 near-ties flip with the summation order
         target.lm_head.weight.mul_(30.0)
     draft = load_draft("random:eagle2", target=target, seed=1, draft_vocab=list(range(0, 600, 3)))
     with torch.inference_mode():
         spec = decode_speculative(target, draft, inputs, 24, total_tokens=8, depth=3, top_k=2)[0]
     assert spec == decode_vanilla(target, inputs, 24)[0]
-    assert is_packed(draft.fc.weight) and not is_packed(draft.vocab_head)     # the prompt: fp32; 2-row expansions: bf16
+    assert is_packed(draft.fc.weight)                       # the prompt's product: fp32
+    assert is_packed(draft.vocab_head) == (form == "widen")  # 2-row expansions: on the bf16 weight unless widened
+
+
+@NEEDS_KERNEL
+@pytest.mark.parametrize("m,n,k", [(1, 16, 8), (3, 17, 576), (7, 33, 35), (13, 960, 576), (40, 5, 1536)])
+def test_few_rows_kernel_is_an_fp32_product_of_the_bf16_weight(m, n, k):
+    """The kernel against a float64 product of the same bf16 values: within fp32 summation error, for
+    row counts around its 6-row tile and column counts around its 16-column block; a row's result
+    does not depend on the rows beside it."""
+    g = torch.Generator().manual_seed(m * n + k)
+    w = torch.randn(n, k, generator=g).bfloat16()
+    x = torch.randn(m, k, generator=g)
+    packed = few_rows.pack(w)
+    assert packed.shape == (-(-n // 16), k, 16)
+    got = few_rows.linear(x, packed, n)
+    want = x.double() @ w.double().T
+    assert got.dtype == torch.float32 and got.shape == (m, n)
+    assert torch.allclose(got.double(), want, rtol=0, atol=1e-5 * (x.abs() @ w.float().abs().T).max().item())
+    assert torch.equal(few_rows.linear(x[m // 2:m // 2 + 1], packed, n), got[m // 2:m // 2 + 1])
+    assert torch.equal(few_rows.linear(x.bfloat16().view(1, m, k), packed, n)[0], few_rows.linear(x.bfloat16().float(), packed, n))
+    with pytest.raises(RuntimeError, match="packed weight"):
+        few_rows.linear(torch.randn(2, k + 1), packed, n)
 
 
 def draft_log_probs(target, draft, inputs):

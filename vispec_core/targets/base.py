@@ -162,7 +162,7 @@ class Target:
         packed = self.packed_weights()
         upcast = upcast_wanted(packed and packed.mode, embeds)
         # attention of even one query in fp32 there: a bf16 batched matmul costs ~2x its fp32 one with the cast
-        upcast_attention = packed is not None and packed.mode == "upcast"
+        upcast_attention = packed is not None and packed.mode in ("upcast", "widen")
         for i, layer in enumerate(self.language_model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)

@@ -1,6 +1,6 @@
 """Linear weights held, once, in the form this CPU multiplies fastest, for decoding in bf16 / fp16.
 
-Two forms, chosen per dtype by what the CPU can do (`packing_mode`):
+Three forms, chosen per dtype by what the CPU can do (`cpu_mode`):
 
 - "onednn" (a CPU with AVX-512 or AVX-NE-CONVERT): oneDNN multiplies in its own blocked weight layout.
   Handed a plain weight, `F.linear` reorders it on every call, and for the few rows of a decode step or
@@ -19,8 +19,16 @@ Two forms, chosen per dtype by what the CPU can do (`packing_mode`):
   (the default target's linears, 2 cores, Zen 3: 2 / 8 / 30 rows 132 / 120 / 226 ms on MKL, 60 / 75 /
   134 ms packed).
 
-Either form is a second copy of the language model's linear weights in memory (fp32: twice their
-size); q/k/v and gate/up are held fused, since the copy is made anyway. VISPEC_PREPACK=0 turns it
+- "widen" (the same CPU, bf16, where few_rows.py's AVX2 kernel could be built): every product, however
+  many rows, runs in that kernel, which reads the bf16 weight once and widens it to fp32 in registers:
+  products exact in fp32, summed in fp32 in input order, rounded to bf16. Each row's result is the
+  same whatever the number of rows, so a one-token step and a verification of many tokens compute a
+  token's linears bitwise alike. The default target's linears, 2 cores (session 10): 1 / 8 / 30 rows
+  22 / 34 / 86 ms, against 31 / 143 / 513 on the bf16 weights and 55 / 74 / 108 on the packed fp32
+  copy. Attention runs in fp32, as in "upcast".
+
+Each form is a second copy of the language model's linear weights in memory ("upcast": fp32, twice
+their size); q/k/v and gate/up are held fused, since the copy is made anyway. VISPEC_PREPACK=0 turns it
 off, =1 holds whatever the size; by default a target does so on a CPU in bf16 / fp16 when the copy
 fits in PACK_LIMIT_BYTES.
 """
@@ -32,6 +40,8 @@ import weakref
 
 import torch
 import torch.nn.functional as F
+
+from . import few_rows
 
 PACK_LIMIT_BYTES = 4 * 2**30
 UPCAST_MIN_ROWS = int(os.environ.get("VISPEC_UPCAST_MIN_ROWS", 3))
@@ -56,10 +66,12 @@ def many_rows_dtype() -> torch.dtype:
 
 
 def cpu_mode(dtype: torch.dtype) -> str | None:
-    """How a CPU weight of this dtype is held for decoding: "onednn", "upcast" or None (as it is)."""
+    """How a CPU weight of this dtype is held for decoding: "onednn", "widen", "upcast" or None (as it is)."""
     if dtype not in (torch.bfloat16, torch.float16) or os.environ.get("VISPEC_PREPACK", "auto") == "0":
         return None
-    return "onednn" if can_pack(dtype) else "upcast"
+    if can_pack(dtype):
+        return "onednn"
+    return "widen" if dtype == torch.bfloat16 and few_rows.available() else "upcast"
 
 
 def rows(x: torch.Tensor) -> int:
@@ -68,21 +80,26 @@ def rows(x: torch.Tensor) -> int:
 
 def upcast_wanted(mode: str | None, x: torch.Tensor) -> bool:
     """Whether this product (or attention) over x's rows runs in fp32."""
-    return mode == "upcast" and rows(x) >= UPCAST_MIN_ROWS
+    return mode == "widen" or (mode == "upcast" and rows(x) >= UPCAST_MIN_ROWS)
 
 
-def _pack(mode: str, *weights: torch.Tensor, few_rows: bool = True) -> tuple[torch.Tensor | None, ...]:
-    """few_rows=False: the caller multiplies few rows on the weight itself (upcast: no reference kept)."""
+def _pack(mode: str, *weights: torch.Tensor, keep_weight: bool = True) -> tuple:
+    """keep_weight=False: the caller multiplies few rows on the weight itself (upcast: no reference kept)."""
     w = torch.cat(weights) if len(weights) > 1 else weights[0]
     if mode == "onednn":
         return (torch.ops.mkldnn._reorder_linear_weight(w),)
+    if mode == "widen":
+        return few_rows.pack(w), w.shape[0]
     w32 = w.float()                                            # the weight for a few rows, its fp32 copy for more
-    return w.contiguous() if few_rows else None, torch.ops.mkldnn._reorder_linear_weight(w32) if can_pack(torch.float32) else w32
+    return w.contiguous() if keep_weight else None, torch.ops.mkldnn._reorder_linear_weight(w32) if can_pack(torch.float32) else w32
 
 
 def _linear(mode: str, x: torch.Tensor, packed: tuple[torch.Tensor, ...], b: torch.Tensor | None = None) -> torch.Tensor:
     if mode == "onednn":
         return torch.ops.mkldnn._linear_pointwise(x, packed[0], b, "none", [], "")
+    if mode == "widen":
+        y = few_rows.linear(x, *packed)
+        return (y if b is None else y + b.float()).to(x.dtype)
     if not upcast_wanted(mode, x):
         return F.linear(x, packed[0], b)
     x32, b32 = x.float(), None if b is None else b.float()
@@ -99,7 +116,7 @@ def _bias(*linears) -> torch.Tensor | None:
 
 
 def packing_mode(language_model, lm_head) -> str | None:
-    """The form the target's linear weights are held in for decoding ("onednn", "upcast"), or None."""
+    """The form the target's linear weights are held in for decoding ("onednn", "widen", "upcast"), or None."""
     weight = lm_head.weight
     mode = cpu_mode(weight.dtype) if weight.device.type == "cpu" else None
     if mode is None or os.environ.get("VISPEC_PREPACK", "auto") == "1":
@@ -166,7 +183,7 @@ def _forget(key: int, ref: weakref.ref) -> None:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear for a draft's weights: when decoding on a CPU in bf16 / fp16 (no autograd), on a copy in
     `cpu_mode`'s form made once per weight and made again once the weight changes (oneDNN: bitwise
-    the same; upcast: from UPCAST_MIN_ROWS rows on)."""
+    the same; widen: every product; upcast: from UPCAST_MIN_ROWS rows on)."""
     mode = cpu_mode(weight.dtype) if weight.device.type == "cpu" else None
     if (mode is None or x.dtype != weight.dtype or weight.is_inference()
             or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
@@ -176,7 +193,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     held = _DRAFT_PACKS.get(key)
     if held is None or held[0]() is not weight or held[1] != signature:
         ref = held[0] if held is not None and held[0]() is weight else weakref.ref(weight, lambda r, k=key: _forget(k, r))
-        held = _DRAFT_PACKS[key] = (ref, signature, _pack(mode, weight.detach(), few_rows=False))
+        held = _DRAFT_PACKS[key] = (ref, signature, _pack(mode, weight.detach(), keep_weight=False))
     return _linear(mode, x, held[2], bias)
 
 

@@ -1,0 +1,135 @@
+"""A bf16 weight times a few fp32 rows, for a CPU with AVX2 but no bf16 arithmetic (packed.py's "widen" form).
+
+There PyTorch multiplies a bf16 weight by n > 1 rows in a generic kernel whose cost grows about
+linearly with n, and the alternative, an fp32 copy of the weight, reads twice the bytes. This kernel
+reads the bf16 weight once, widens it in registers (a bf16 is the top half of an fp32) and multiplies
+it by up to 6 rows at a time: a 6 x 16 register tile, BLIS's shape for AVX2. The weight is repacked
+once (`pack`) into blocks of 16 output columns, k-major, so each step loads 16 weights of one input
+column and the widening is two unpacks; the rows are broadcast from the fp32 input. Products are
+exact in fp32 and summed in fp32 in input order, as the fp32 copy's product is (in another order).
+
+The kernel is C++ built once per machine with torch's `load_inline` (needs `ninja`, a dependency, and
+a C++ compiler) into $VISPEC_CACHE/kernels; `available()` is False where it cannot be built or the CPU
+lacks AVX2 / FMA, and packed.py then keeps the fp32 copy. VISPEC_FEW_ROWS_KERNEL=0 turns it off.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+
+import torch
+
+BLOCK = 16                                     # output columns per packed block (two AVX2 registers)
+# Word order in a block so that unpacklo / unpackhi (which work per 128-bit lane) widen columns 0-7 / 8-15.
+_ORDER = torch.tensor([0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15])
+
+SOURCE = r'''
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+// y[m0:m0+MR, block] = x[m0:m0+MR, :] . Wb: Wb is one packed block [K][16] of bf16 words.
+template <int MR>
+static inline void tile(const float* X, int64_t K, const uint16_t* Wb, float* Y, int64_t N, int64_t ncols) {
+  __m256 lo[MR], hi[MR];
+  for (int i = 0; i < MR; ++i) { lo[i] = _mm256_setzero_ps(); hi[i] = _mm256_setzero_ps(); }
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256i v = _mm256_loadu_si256((const __m256i*)(Wb + k * 16));
+    const __m256 wl = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));
+    const __m256 wh = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      const __m256 xb = _mm256_broadcast_ss(X + i * K + k);
+      lo[i] = _mm256_fmadd_ps(wl, xb, lo[i]);
+      hi[i] = _mm256_fmadd_ps(wh, xb, hi[i]);
+    }
+  }
+  alignas(32) float t[MR][16];            // through a local buffer: stores inside the k loop otherwise
+#pragma GCC unroll 6
+  for (int i = 0; i < MR; ++i) { _mm256_store_ps(t[i], lo[i]); _mm256_store_ps(t[i] + 8, hi[i]); }
+  for (int i = 0; i < MR; ++i)
+    for (int64_t c = 0; c < ncols; ++c) Y[i * N + c] = t[i][c];
+}
+
+// x: [M, K] fp32 contiguous; wp: [ceil(N / 16), K, 16] int16 (pack's layout); returns [M, N] fp32.
+torch::Tensor few_rows_linear(torch::Tensor x, torch::Tensor wp, int64_t N) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x: a contiguous 2-D fp32 tensor");
+  TORCH_CHECK(wp.dim() == 3 && wp.size(2) == 16 && wp.size(1) == x.size(1) && wp.is_contiguous()
+              && wp.scalar_type() == at::kShort && wp.size(0) * 16 >= N && (wp.size(0) - 1) * 16 < N,
+              "wp: a packed weight of N columns and x's K");
+  const int64_t M = x.size(0), K = x.size(1), NB = wp.size(0);
+  auto y = torch::empty({M, N}, x.options());
+  const float* X = x.data_ptr<float>();
+  const uint16_t* W = (const uint16_t*)wp.data_ptr<int16_t>();
+  float* Y = y.data_ptr<float>();
+  at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const uint16_t* Wb = W + b * K * 16;
+      const int64_t ncols = std::min<int64_t>(16, N - b * 16);
+      for (int64_t m = 0; m < M; m += 6) {
+        const float* Xm = X + m * K;
+        float* Ym = Y + m * N + b * 16;
+        switch (std::min<int64_t>(6, M - m)) {
+          case 6: tile<6>(Xm, K, Wb, Ym, N, ncols); break;
+          case 5: tile<5>(Xm, K, Wb, Ym, N, ncols); break;
+          case 4: tile<4>(Xm, K, Wb, Ym, N, ncols); break;
+          case 3: tile<3>(Xm, K, Wb, Ym, N, ncols); break;
+          case 2: tile<2>(Xm, K, Wb, Ym, N, ncols); break;
+          default: tile<1>(Xm, K, Wb, Ym, N, ncols);
+        }
+      }
+    }
+  });
+  return y;
+}
+'''
+
+
+def _cpu_ok() -> bool:
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+@functools.cache
+def _module():
+    """The built kernel, or None (with one warning saying why) where it cannot be had."""
+    if os.environ.get("VISPEC_FEW_ROWS_KERNEL", "1") == "0" or not _cpu_ok():
+        return None
+    from ..assets import cache_dir
+    build = cache_dir("kernels", "few_rows")
+    if not any(build.glob("*.so")):
+        print("vispec: building the few-rows AVX2 kernel (once per machine, about a minute)", file=sys.stderr, flush=True)
+    try:
+        from torch.utils.cpp_extension import load_inline
+        return load_inline("vispec_few_rows", cpp_sources=[SOURCE], functions=["few_rows_linear"],
+                           extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                           build_directory=str(build), verbose=False)
+    except Exception as e:                      # no compiler, no ninja, a failed build: the fp32 copy instead
+        warnings.warn(f"vispec: the few-rows AVX2 kernel could not be built ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); bf16 products over a few "
+                      "rows use an fp32 weight copy instead (slower, twice the memory). Install a C++ "
+                      "compiler (e.g. apt install g++) and `pip install ninja` to have it.", stacklevel=3)
+        return None
+
+
+def available() -> bool:
+    """Whether the kernel is built (building it on first call) and usable on this CPU."""
+    return _module() is not None
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """A bf16 weight [N, K] in the kernel's layout: [ceil(N / 16), K, 16] int16, 16 output columns per block."""
+    n, k = weight.shape
+    nb = -(-n // BLOCK)
+    w = weight.detach().contiguous().view(torch.int16)
+    if nb * BLOCK != n:
+        w = torch.cat([w, w.new_zeros(nb * BLOCK - n, k)])
+    return w.view(nb, BLOCK, k)[:, _ORDER].transpose(1, 2).contiguous()
+
+
+def linear(x: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
+    """x [..., K] (any float dtype) times the packed weight of n output columns, in fp32: [..., n] fp32."""
+    x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
+    return _module().few_rows_linear(x2, packed, n).view(*x.shape[:-1], n)
