@@ -145,7 +145,9 @@ def test_few_rows_kernel_is_an_fp32_product_of_the_bf16_weight(m, n, k):
     assert got.dtype == torch.float32 and got.shape == (m, n)
     assert torch.allclose(got.double(), want, rtol=0, atol=1e-5 * (x.abs() @ w.float().abs().T).max().item())
     assert torch.equal(few_rows.linear(x[m // 2:m // 2 + 1], packed, n), got[m // 2:m // 2 + 1])
-    assert torch.equal(few_rows.linear(x.bfloat16().view(1, m, k), packed, n)[0], few_rows.linear(x.bfloat16().float(), packed, n))
+    xb, b = x.bfloat16(), torch.randn(n, generator=g).bfloat16()   # bf16 in, bias: summed in fp32, rounded once
+    assert torch.equal(few_rows.linear(xb.view(1, m, k), packed, n, b)[0],
+                       (few_rows.linear(xb.float(), packed, n) + b.float()).bfloat16())
     with pytest.raises(RuntimeError, match="packed weight"):
         few_rows.linear(torch.randn(2, k + 1), packed, n)
 

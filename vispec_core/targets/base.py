@@ -137,7 +137,12 @@ class Target:
         return packed
 
     def new_cache(self, capacity: int) -> KVCache:
-        return KVCache(self.num_layers, self.num_kv_heads, self.head_dim, capacity, self.dtype, self.device)
+        """Where attention runs in fp32 (packed.py's "upcast" and "widen" forms) the cache holds the keys and
+        values in fp32, their bf16 values exactly, so no step widens the whole cache again."""
+        packed = self.packed_weights()
+        fp32 = packed is not None and packed.mode in ("upcast", "widen")
+        return KVCache(self.num_layers, self.num_kv_heads, self.head_dim, capacity,
+                       torch.float32 if fp32 else self.dtype, self.device)
 
     @torch.inference_mode()
     def forward(self, embeds: torch.Tensor, position_ids: torch.LongTensor, cache: KVCache,

@@ -29,10 +29,11 @@ SOURCE = r'''
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
+#include <vector>
 
-// y[m0:m0+MR, block] = x[m0:m0+MR, :] . Wb: Wb is one packed block [K][16] of bf16 words.
-template <int MR>
-static inline void tile(const float* X, int64_t K, const uint16_t* Wb, float* Y, int64_t N, int64_t ncols) {
+// y[m:m+MR, block] = x[m:m+MR, :] . Wb (+ bias), rounded to T: Wb is one packed block [K][16] of bf16 words.
+template <int MR, typename T>
+static inline void tile(const float* X, int64_t K, const uint16_t* Wb, T* Y, int64_t N, int64_t ncols, const float* bias) {
   __m256 lo[MR], hi[MR];
   for (int i = 0; i < MR; ++i) { lo[i] = _mm256_setzero_ps(); hi[i] = _mm256_setzero_ps(); }
   const __m256i zero = _mm256_setzero_si256();
@@ -47,42 +48,67 @@ static inline void tile(const float* X, int64_t K, const uint16_t* Wb, float* Y,
       hi[i] = _mm256_fmadd_ps(wh, xb, hi[i]);
     }
   }
-  alignas(32) float t[MR][16];            // through a local buffer: stores inside the k loop otherwise
+  alignas(32) float t[MR][16];            // through a local buffer: else GCC keeps the sums on the stack
 #pragma GCC unroll 6
   for (int i = 0; i < MR; ++i) { _mm256_store_ps(t[i], lo[i]); _mm256_store_ps(t[i] + 8, hi[i]); }
   for (int i = 0; i < MR; ++i)
-    for (int64_t c = 0; c < ncols; ++c) Y[i * N + c] = t[i][c];
+    for (int64_t c = 0; c < ncols; ++c) Y[i * N + c] = static_cast<T>(bias ? t[i][c] + bias[c] : t[i][c]);
 }
 
-// x: [M, K] fp32 contiguous; wp: [ceil(N / 16), K, 16] int16 (pack's layout); returns [M, N] fp32.
-torch::Tensor few_rows_linear(torch::Tensor x, torch::Tensor wp, int64_t N) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x: a contiguous 2-D fp32 tensor");
-  TORCH_CHECK(wp.dim() == 3 && wp.size(2) == 16 && wp.size(1) == x.size(1) && wp.is_contiguous()
-              && wp.scalar_type() == at::kShort && wp.size(0) * 16 >= N && (wp.size(0) - 1) * 16 < N,
-              "wp: a packed weight of N columns and x's K");
-  const int64_t M = x.size(0), K = x.size(1), NB = wp.size(0);
-  auto y = torch::empty({M, N}, x.options());
-  const float* X = x.data_ptr<float>();
-  const uint16_t* W = (const uint16_t*)wp.data_ptr<int16_t>();
-  float* Y = y.data_ptr<float>();
+template <typename T>
+static void run(const float* X, const uint16_t* W, const float* bias, T* Y, int64_t M, int64_t K, int64_t N, int64_t NB) {
   at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const uint16_t* Wb = W + b * K * 16;
       const int64_t ncols = std::min<int64_t>(16, N - b * 16);
+      const float* bb = bias ? bias + b * 16 : nullptr;
       for (int64_t m = 0; m < M; m += 6) {
         const float* Xm = X + m * K;
-        float* Ym = Y + m * N + b * 16;
+        T* Ym = Y + m * N + b * 16;
         switch (std::min<int64_t>(6, M - m)) {
-          case 6: tile<6>(Xm, K, Wb, Ym, N, ncols); break;
-          case 5: tile<5>(Xm, K, Wb, Ym, N, ncols); break;
-          case 4: tile<4>(Xm, K, Wb, Ym, N, ncols); break;
-          case 3: tile<3>(Xm, K, Wb, Ym, N, ncols); break;
-          case 2: tile<2>(Xm, K, Wb, Ym, N, ncols); break;
-          default: tile<1>(Xm, K, Wb, Ym, N, ncols);
+          case 6: tile<6>(Xm, K, Wb, Ym, N, ncols, bb); break;
+          case 5: tile<5>(Xm, K, Wb, Ym, N, ncols, bb); break;
+          case 4: tile<4>(Xm, K, Wb, Ym, N, ncols, bb); break;
+          case 3: tile<3>(Xm, K, Wb, Ym, N, ncols, bb); break;
+          case 2: tile<2>(Xm, K, Wb, Ym, N, ncols, bb); break;
+          default: tile<1>(Xm, K, Wb, Ym, N, ncols, bb);
         }
       }
     }
   });
+}
+
+// x: [..., K] fp32 or bf16; wp: [ceil(N / 16), K, 16] int16 (pack's layout); bias: [N] or None.
+// Returns [..., N] in x's dtype: sums in fp32, the bias added in fp32, then rounded (bf16: to nearest even).
+torch::Tensor few_rows_linear(torch::Tensor x, torch::Tensor wp, int64_t N, c10::optional<torch::Tensor> bias) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "x: fp32 or bf16");
+  TORCH_CHECK(wp.dim() == 3 && wp.size(2) == 16 && x.dim() >= 1 && wp.size(1) == x.size(-1) && wp.is_contiguous()
+              && wp.scalar_type() == at::kShort && wp.size(0) * 16 >= N && (wp.size(0) - 1) * 16 < N,
+              "wp: a packed weight of N columns and x's K");
+  const int64_t K = x.size(-1), NB = wp.size(0), M = x.numel() / K;
+  const auto xc = x.contiguous();
+  std::vector<float> widened;                  // bf16 rows widened here: no separate op, no dispatch
+  const float* X;
+  if (x.scalar_type() == at::kFloat) {
+    X = xc.data_ptr<float>();
+  } else {
+    widened.resize(M * K);
+    const at::BFloat16* s = xc.data_ptr<at::BFloat16>();
+    for (int64_t i = 0; i < M * K; ++i) widened[i] = static_cast<float>(s[i]);
+    X = widened.data();
+  }
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  auto y = torch::empty(shape, x.options());
+  torch::Tensor b;
+  if (bias.has_value()) {
+    b = bias->to(at::kFloat).contiguous();
+    TORCH_CHECK(b.numel() == N, "bias: N values");
+  }
+  const float* B = bias.has_value() ? b.data_ptr<float>() : nullptr;
+  const uint16_t* W = (const uint16_t*)wp.data_ptr<int16_t>();
+  if (x.scalar_type() == at::kFloat) run<float>(X, W, B, y.data_ptr<float>(), M, K, N, NB);
+  else run<at::BFloat16>(X, W, B, y.data_ptr<at::BFloat16>(), M, K, N, NB);
   return y;
 }
 '''
@@ -129,7 +155,7 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     return w.view(nb, BLOCK, k)[:, _ORDER].transpose(1, 2).contiguous()
 
 
-def linear(x: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
-    """x [..., K] (any float dtype) times the packed weight of n output columns, in fp32: [..., n] fp32."""
-    x2 = x.reshape(-1, x.shape[-1]).float().contiguous()
-    return _module().few_rows_linear(x2, packed, n).view(*x.shape[:-1], n)
+def linear(x: torch.Tensor, packed: torch.Tensor, n: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] (fp32 or bf16) times the packed weight of n output columns, plus bias: [..., n] in
+    x's dtype, summed in fp32 and rounded once (bf16: to nearest even, as `.bfloat16()` rounds)."""
+    return _module().few_rows_linear(x, packed, n, bias)

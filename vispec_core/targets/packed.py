@@ -98,8 +98,7 @@ def _linear(mode: str, x: torch.Tensor, packed: tuple[torch.Tensor, ...], b: tor
     if mode == "onednn":
         return torch.ops.mkldnn._linear_pointwise(x, packed[0], b, "none", [], "")
     if mode == "widen":
-        y = few_rows.linear(x, *packed)
-        return (y if b is None else y + b.float()).to(x.dtype)
+        return few_rows.linear(x, *packed, b)
     if not upcast_wanted(mode, x):
         return F.linear(x, packed[0], b)
     x32, b32 = x.float(), None if b is None else b.float()
