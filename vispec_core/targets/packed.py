@@ -7,7 +7,7 @@ Three forms, chosen per dtype by what the CPU can do (`cpu_mode`):
   a draft tree that copy costs more than the product (default target, one core: a vanilla step 53 ->
   35 ms, a 30-token verification 102 -> 78 ms, `scripts/profile_vanilla.py`). Packing every weight once
   gives bitwise the same outputs (tests).
-- "upcast" (an AVX2-only CPU, which has no bf16 / fp16 arithmetic): a bf16 product over more than a few
+- "upcast" (an AVX2-only CPU, which has no bf16 / fp16 arithmetic, in fp16 or without the kernel below): a bf16 product over more than a few
   rows runs a slow generic kernel, so a verification costs about linearly in its tokens (default
   target, 2 cores: 30 tokens 12.6x one token). From UPCAST_MIN_ROWS rows on, the product runs in fp32
   on an fp32 copy of the weight and is rounded back to the input's dtype: the same bf16 values,
@@ -18,14 +18,13 @@ Three forms, chosen per dtype by what the CPU can do (`cpu_mode`):
   packed by oneDNN where it can (any x86 CPU): MKL's fp32 product over a few rows is slow on AMD CPUs
   (the default target's linears, 2 cores, Zen 3: 2 / 8 / 30 rows 132 / 120 / 226 ms on MKL, 60 / 75 /
   134 ms packed).
-
 - "widen" (the same CPU, bf16, where few_rows.py's AVX2 kernel could be built): every product, however
   many rows, runs in that kernel, which reads the bf16 weight once and widens it to fp32 in registers:
   products exact in fp32, summed in fp32 in input order, rounded to bf16. Each row's result is the
   same whatever the number of rows, so a one-token step and a verification of many tokens compute a
   token's linears bitwise alike. The default target's linears, 2 cores (session 10): 1 / 8 / 30 rows
   22 / 34 / 86 ms, against 31 / 143 / 513 on the bf16 weights and 55 / 74 / 108 on the packed fp32
-  copy. Attention runs in fp32, as in "upcast".
+  copy. Attention runs in fp32, as in "upcast"; in both the target's KV cache is fp32 (`Target.new_cache`).
 
 Each form is a second copy of the language model's linear weights in memory ("upcast": fp32, twice
 their size); q/k/v and gate/up are held fused, since the copy is made anyway. VISPEC_PREPACK=0 turns it
