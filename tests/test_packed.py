@@ -150,6 +150,8 @@ def test_few_rows_kernel_is_an_fp32_product_of_the_bf16_weight(m, n, k):
                        (few_rows.linear(xb.float(), packed, n) + b.float()).bfloat16())
     with pytest.raises(RuntimeError, match="packed weight"):
         few_rows.linear(torch.randn(2, k + 1), packed, n)
+    with pytest.raises(ValueError, match="bf16"):
+        few_rows.pack(w.half())
 
 
 def draft_log_probs(target, draft, inputs):

@@ -147,6 +147,8 @@ def available() -> bool:
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
     """A bf16 weight [N, K] in the kernel's layout: [ceil(N / 16), K, 16] int16, 16 output columns per block."""
+    if weight.dtype != torch.bfloat16 or weight.dim() != 2:
+        raise ValueError(f"few_rows.pack takes a 2-D bf16 weight, got {weight.dtype} of shape {tuple(weight.shape)}")
     n, k = weight.shape
     nb = -(-n // BLOCK)
     w = weight.detach().contiguous().view(torch.int16)
