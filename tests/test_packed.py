@@ -83,8 +83,8 @@ def test_a_cpu_without_bf16_arithmetic_multiplies_in_fp32(monkeypatch, form):
     every product in fp32 on the bf16 weight, each row's result the same whatever the rows) or, without
     the kernel, "upcast": products over fewer than UPCAST_MIN_ROWS rows on the bf16 weights as before
     (bitwise), products over more in fp32 (on a oneDNN-packed fp32 copy where oneDNN packs fp32, else
-    on a plain one); rounded to bf16, attention in fp32 however many rows (all within bf16 rounding of
-    the plain path); speculative decoding emits vanilla's tokens."""
+    on a plain one); rounded to bf16, attention in fp32 however many rows on an fp32 KV cache (all within
+    bf16 rounding of the plain path); speculative decoding emits vanilla's tokens."""
     if form == "fp32 packed" and not can_pack(torch.float32):
         pytest.skip("oneDNN does not pack fp32 on this machine")
     if form == "widen" and not few_rows.available():
@@ -102,6 +102,7 @@ def test_a_cpu_without_bf16_arithmetic_multiplies_in_fp32(monkeypatch, form):
         assert packs.mode == "upcast" and packs.layers[0]["o"][1].is_mkldnn == (form == "fp32 packed")
     inputs = target.prepare(p.prompt, p.images)
     assert inputs.length >= packed_module.UPCAST_MIN_ROWS
+    assert target.new_cache(8).storage.dtype == torch.float32 and plain.new_cache(8).storage.dtype == torch.bfloat16
     want, got = outputs(plain, inputs), outputs(target, inputs)
     assert not torch.equal(want[0], got[0])                                   # the prefill ran in fp32
     assert torch.allclose(want[0], got[0], rtol=0.05, atol=0.05 * want[0].abs().max().item())
