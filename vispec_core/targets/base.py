@@ -140,9 +140,8 @@ class Target:
         """Where attention runs in fp32 (packed.py's "upcast" and "widen" forms) the cache holds the keys and
         values in fp32, their bf16 values exactly, so no step widens the whole cache again."""
         packed = self.packed_weights()
-        fp32 = packed is not None and packed.mode in ("upcast", "widen")
         return KVCache(self.num_layers, self.num_kv_heads, self.head_dim, capacity,
-                       torch.float32 if fp32 else self.dtype, self.device)
+                       torch.float32 if packed is not None and packed.fp32_attention else self.dtype, self.device)
 
     @torch.inference_mode()
     def forward(self, embeds: torch.Tensor, position_ids: torch.LongTensor, cache: KVCache,
@@ -167,7 +166,7 @@ class Target:
         packed = self.packed_weights()
         upcast = upcast_wanted(packed and packed.mode, embeds)
         # attention of even one query in fp32 there: a bf16 batched matmul costs ~2x its fp32 one with the cast
-        upcast_attention = packed is not None and packed.mode in ("upcast", "widen")
+        upcast_attention = packed is not None and packed.fp32_attention
         for i, layer in enumerate(self.language_model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)

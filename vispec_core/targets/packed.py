@@ -7,9 +7,9 @@ Three forms, chosen per dtype by what the CPU can do (`cpu_mode`):
   a draft tree that copy costs more than the product (default target, one core: a vanilla step 53 ->
   35 ms, a 30-token verification 102 -> 78 ms, `scripts/profile_vanilla.py`). Packing every weight once
   gives bitwise the same outputs (tests).
-- "upcast" (an AVX2-only CPU, which has no bf16 / fp16 arithmetic, in fp16 or without the kernel below): a bf16 product over more than a few
-  rows runs a slow generic kernel, so a verification costs about linearly in its tokens (default
-  target, 2 cores: 30 tokens 12.6x one token). From UPCAST_MIN_ROWS rows on, the product runs in fp32
+- "upcast" (an AVX2-only CPU, which has no bf16 / fp16 arithmetic; fp16, or bf16 without the kernel
+  below): a bf16 product over more than a few rows runs a slow generic kernel, so a verification
+  costs about linearly in its tokens (default target, 2 cores: 30 tokens 12.6x one token). From UPCAST_MIN_ROWS rows on, the product runs in fp32
   on an fp32 copy of the weight and is rounded back to the input's dtype: the same bf16 values,
   products exact in fp32 and summed in fp32 as the bf16 kernels do, in another order; fewer rows keep
   the bf16 weight, whose half-size read is what a one-token step is bound by. Attention runs in fp32
@@ -128,6 +128,7 @@ class PackedWeights:
 
     def __init__(self, language_model, lm_head, mode: str = "onednn"):
         self.mode = mode
+        self.fp32_attention = mode in ("upcast", "widen")     # and an fp32 KV cache: see the forms above
         _pack_ = functools.partial(_pack, mode)
         self.layers, self.sources = [], [lm_head.weight]
         for layer in language_model.layers:
