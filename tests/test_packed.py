@@ -199,3 +199,27 @@ def test_packed_draft_weights_are_bitwise_the_modules(family, kind, monkeypatch)
     buffer = io.BytesIO()                       # a packed weight still pickles (its pack lives beside it)
     torch.save(next(w for w in weights if is_packed(w)), buffer)
     assert len(buffer.getvalue()) > 0
+
+
+def test_packed_linears_route_transformers_modules_through_the_packed_copy_then_restore_them(monkeypatch):
+    """Data synthesis runs transformers' own generate batched; inside `packed_linears` its nn.Linear
+    modules multiply through `packed.linear` (the CPU's packed form), and on exit they are as before."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.SiLU(), torch.nn.Linear(48, 32, bias=False)).bfloat16()
+    x = torch.randn(5, 64).bfloat16()
+    seen = []
+    real = packed_module.linear
+    monkeypatch.setattr(packed_module, "linear", lambda x, w, b=None: seen.append(w) or real(x, w, b))
+    with torch.inference_mode():
+        plain = model(x)
+        with packed_module.packed_linears(model):
+            got = model(x)
+            held = [is_packed(m.weight) for m in (model[0], model[2])]
+        after = model(x)
+    assert seen == [model[0].weight, model[2].weight]
+    want = real(torch.nn.functional.silu(real(x, model[0].weight, model[0].bias)), model[2].weight)
+    assert torch.equal(got, want)
+    assert held == [packed_module.cpu_mode(torch.bfloat16) is not None] * 2
+    assert torch.equal(after, plain) and len(seen) == 2                # restored: the modules' own F.linear
+    assert not any("forward" in m.__dict__ for m in model) and not is_packed(model[0].weight)
+    torch.testing.assert_close(got.float(), plain.float(), rtol=2e-2, atol=2e-2)   # the same product, rounded apart

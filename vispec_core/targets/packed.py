@@ -33,6 +33,7 @@ fits in PACK_LIMIT_BYTES.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import weakref
@@ -200,3 +201,23 @@ def is_packed(weight: torch.Tensor) -> bool:
     """Whether `linear` holds a current packed copy of this weight."""
     held = _DRAFT_PACKS.get(id(weight))
     return held is not None and held[0]() is weight and held[1][:2] == (weight.data_ptr(), weight._version)
+
+
+@contextlib.contextmanager
+def packed_linears(module: torch.nn.Module):
+    """While in the block, every nn.Linear under `module` multiplies through `linear` (a copy in
+    `cpu_mode`'s form, dropped on exit): for transformers' own modules run batched, as data synthesis
+    does, whose bf16 products over many rows an AVX2 CPU would run in PyTorch's slow generic kernel."""
+    patched = [m for m in module.modules() if isinstance(m, torch.nn.Linear) and "forward" not in m.__dict__]
+    for m in patched:
+        m.forward = functools.partial(_module_linear, m)
+    try:
+        yield module
+    finally:
+        for m in patched:
+            del m.forward
+            _DRAFT_PACKS.pop(id(m.weight), None)
+
+
+def _module_linear(m: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return linear(x, m.weight, m.bias)
