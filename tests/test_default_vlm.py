@@ -161,3 +161,24 @@ def test_shipped_drafts_fit_are_exact_and_trained(kind):
     spec, stats = decode_speculative(tgt, load_draft(kind, tgt), inputs, 24, total_tokens=12, depth=3, top_k=4)
     assert spec == vanilla
     assert stats["tau"] > 0.2, stats["accept_lengths"]
+
+
+@pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
+def test_bf16_speculative_equals_vanilla_with_fused_layers(target):
+    """In bf16 on a CPU without bf16 arithmetic ("widen" form with fused_layer.py's layers) a token's
+    hidden state does not depend on the tokens verified beside it, so speculative decoding emits
+    vanilla's greedy tokens bitwise, near-ties included (with PyTorch's ops instead, all three trees
+    leave vanilla's path on this prompt within 64 tokens: session 11)."""
+    from vispec_core import load_draft
+    from vispec_core.decode import decode_speculative, decode_vanilla
+    from vispec_core.tasks import task_prompts
+
+    packs = target.packed_weights()
+    if packs is None or not target.fused_layers(packs):
+        pytest.skip("the fused layers run only in the 'widen' form (an AVX2 CPU without bf16 arithmetic)")
+    p = task_prompts("vqa", 1, seed=0)[0]
+    inputs = target.prepare(p.prompt, p.images)
+    vanilla, _ = decode_vanilla(target, inputs, 64)
+    draft = load_draft("vispec", target)
+    for total, depth, k in ((8, 3, 2), (4, 2, 2), (30, 3, 8)):
+        assert decode_speculative(target, draft, inputs, 64, total_tokens=total, depth=depth, top_k=k)[0] == vanilla

@@ -223,3 +223,43 @@ def test_packed_linears_route_transformers_modules_through_the_packed_copy_then_
     assert torch.equal(after, plain) and len(seen) == 2                # restored: the modules' own F.linear
     assert not any("forward" in m.__dict__ for m in model) and not is_packed(model[0].weight)
     torch.testing.assert_close(got.float(), plain.float(), rtol=2e-2, atol=2e-2)   # the same product, rounded apart
+
+
+@NEEDS_KERNEL
+def test_fused_layers_compute_each_token_alone(monkeypatch):
+    """In the "widen" form each decoder layer is one C++ call (fused_layer.py) that computes a token's
+    row alone, in a fixed order: its hidden state is bitwise the same in a one-token step and inside a
+    verification tree (a masked sibling before it in the tree), so speculative decoding emits vanilla's
+    tokens even with a random, near-uniform head (ties everywhere); and it stays within bf16 rounding
+    of the PyTorch ops."""
+    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: False)
+    p = task_prompts("caption", 1, seed=2)[0]
+    target = bf16_target("llava_next", monkeypatch, "auto")
+    packs = target.packed_weights()
+    assert packs.mode == "widen" and target.fused_layers(packs)
+    inputs = target.prepare(p.prompt, p.images)
+    cache, _ = prefill(target, inputs, inputs.length + 16)
+    tree_cache = copy.deepcopy(cache)
+    zero = torch.zeros(1, dtype=torch.long)
+    steps = []
+    for tok in (5, 9, 13):
+        steps.append(target.forward(target.embed(torch.tensor([[tok]])), target.positions(cache.length, zero), cache)[0, 0])
+        cache.commit(1)
+    mask = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)   # 5 -> 11, 5 -> 9 -> 13
+    tree = target.forward(target.embed(torch.tensor([[5, 11, 9, 13]])),
+                          target.positions(tree_cache.length, torch.tensor([0, 1, 1, 2])), tree_cache, mask)[0]
+    for step, node in zip(steps, (0, 2, 3)):
+        assert torch.equal(tree[node], step)
+
+    torch_ops = bf16_target("llava_next", monkeypatch, "auto")
+    monkeypatch.setattr(torch_ops, "fused_layers", lambda packed: False)
+    c2, _ = prefill(torch_ops, inputs, inputs.length + 16)
+    ref = torch_ops.forward(torch_ops.embed(torch.tensor([[5, 11, 9, 13]])),
+                            torch_ops.positions(c2.length, torch.tensor([0, 1, 1, 2])), c2, mask)[0]
+    assert torch.allclose(ref.float(), tree.float(), rtol=0.05, atol=0.05 * ref.float().abs().max().item())
+
+    draft = load_draft("random:eagle2", target=target, seed=1, draft_vocab=list(range(0, 600, 3)))
+    with torch.inference_mode():
+        vanilla = decode_vanilla(target, inputs, 32)[0]
+        for total, depth, k in ((8, 3, 2), (4, 2, 2), (12, 4, 3)):
+            assert decode_speculative(target, draft, inputs, 32, total_tokens=total, depth=depth, top_k=k)[0] == vanilla

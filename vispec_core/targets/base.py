@@ -16,6 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..images import interleave, load_images
 from ..kv_cache import KVCache
+from . import fused_layer
 from .packed import PackedWeights, packing_mode, upcast_wanted
 
 
@@ -136,6 +137,15 @@ class Target:
             self._packed = ((self.device, self.dtype), packed)
         return packed
 
+    def fused_layers(self, packed: PackedWeights | None) -> bool:
+        """Whether the layers run as fused_layer.py's one C++ call each: in the "widen" form, on 1-D
+        positions, for Llama / Qwen2-kind layers, where the extension could be built."""
+        if packed is None or packed.mode != "widen" or self.mrope:
+            return False
+        if getattr(self, "_fused_for", None) is not packed:
+            self._fused_for, self._fused = packed, fused_layer.available() and fused_layer.fits(self.language_model)
+        return self._fused
+
     def new_cache(self, capacity: int) -> KVCache:
         """Where attention runs in fp32 (packed.py's "upcast" and "widen" forms) the cache holds the keys and
         values in fp32, their bf16 values exactly, so no step widens the whole cache again."""
@@ -167,6 +177,14 @@ class Target:
         upcast = upcast_wanted(packed and packed.mode, embeds)
         # attention of even one query in fp32 there: a bf16 batched matmul costs ~2x its fp32 one with the cast
         upcast_attention = packed is not None and packed.fp32_attention
+        fused = self.fused_layers(packed) and cache.storage.dtype == torch.float32
+        if fused and n <= SMALL_N:
+            x, c, s = embeds[0].contiguous(), cos[0, 0].contiguous(), sin[0, 0].contiguous()
+            for i, layer in enumerate(self.language_model.layers):
+                keys, values = cache.kv[i]
+                x = fused_layer.decoder_layer(x, layer, packed, i, c, s, keys, values, start, mask,
+                                              layer.self_attn.scaling, self.num_heads, self.num_kv_heads, self.head_dim)
+            return fused_layer.rms_norm(x, self.language_model.norm)[None]
         for i, layer in enumerate(self.language_model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
@@ -189,7 +207,7 @@ class Target:
             x = x + (packed.o(i, o) if packed else attn.o_proj(o))
             h = layer.post_attention_layernorm(x)
             x = x + (packed.mlp(i, h) if packed else layer.mlp(h))
-        return self.language_model.norm(x)
+        return fused_layer.rms_norm(x[0], self.language_model.norm)[None] if fused else self.language_model.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         packed = None if hidden.requires_grad and torch.is_grad_enabled() else self.packed_weights()

@@ -1,0 +1,244 @@
+"""A Llama-family decoder layer in one C++ call, for packed.py's "widen" form (an AVX2 CPU, bf16).
+
+On that CPU a one-token step of the default target spent as long in PyTorch's small ops and the Python
+that calls them (RMSNorm's seven ops, rotary's ten, attention's casts, bmm, mask and softmax, the
+cache writes, SwiGLU, the residual adds: ~45 ops a layer) as in its linears, and that part grew
+with the tokens of a verification as well. Here a layer is one call: the norms, rotary, attention over
+the fp32 KV cache, SwiGLU and the residuals in plain loops, the products in few_rows.py's kernel.
+
+It rounds where the PyTorch code rounds (every bf16 op's result, as PyTorch's bf16 ops do: computed in
+fp32, rounded to nearest even), and computes each token's row alone, in one fixed order:
+- RMSNorm's sum of squares, each attention score's dot product, the softmax and the weighted sum of
+  values run over the same elements in the same order whatever the other rows are;
+- a query's masked keys contribute exact zeros, so a tree node attending to its ancestors among other
+  nodes sums the same terms in the same order as the token did in a one-token step.
+So a token's hidden state is bitwise the same in a one-token step and inside any verification tree,
+and speculative decoding emits bitwise vanilla's tokens at T=0 in bf16 (tests), which PyTorch's bmm
+and reductions, whose order follows the shape, did not promise. Against the PyTorch path the results
+differ by fp32 rounding in the norm's and the attention's sums and in exp (so rarely by a bf16 ulp).
+
+Prefills longer than base.SMALL_N tokens keep PyTorch's fused attention (the few-query loops here
+are for decode steps and draft trees). Built once per machine like few_rows.py (`load_inline`, in
+$VISPEC_CACHE/kernels); VISPEC_FUSED_LAYER=0 turns it off.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+
+import torch
+
+from . import few_rows
+
+LAYER_SOURCE = r'''
+#include <cmath>
+#include <limits>
+
+static inline float rbf(float f) { return static_cast<float>(c10::BFloat16(f)); }   // round to bf16 (RNE)
+
+// out[i] = w * bf16(x[i] / sqrt(mean(x[i]^2) + eps)), rounded: HF's RMSNorm on bf16 rows.
+static void rms_rows(const float* x, const at::BFloat16* w, float eps, float* out, int64_t n, int64_t D) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * D;
+    float ss = 0.f;
+    for (int64_t d = 0; d < D; ++d) ss += xi[d] * xi[d];
+    const float r = 1.f / std::sqrt(ss / static_cast<float>(D) + eps);
+    for (int64_t d = 0; d < D; ++d) out[i * D + d] = rbf(static_cast<float>(w[d]) * rbf(xi[d] * r));
+  }
+}
+
+static inline float dot(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + d), _mm256_loadu_ps(b + d), acc);
+  alignas(32) float t[8];
+  _mm256_store_ps(t, acc);
+  float s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
+  for (; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// y = x . W^T (+ b), each value rounded to bf16 (kept as float): few_rows' kernel, fp32 out.
+static void lin(const float* x, const torch::Tensor& wp, int64_t N, const c10::optional<torch::Tensor>& b,
+                float* y, int64_t M, int64_t K) {
+  torch::Tensor bf;
+  if (b.has_value()) bf = b->to(at::kFloat).contiguous();
+  run<float>(x, (const uint16_t*)wp.data_ptr<int16_t>(), b.has_value() ? bf.data_ptr<float>() : nullptr, y, M, K, N,
+             wp.size(0));
+  for (int64_t i = 0; i < M * N; ++i) y[i] = rbf(y[i]);
+}
+
+// One decoder layer over n new tokens after `start` cached positions; writes their keys and values
+// into the layer's fp32 cache and returns the new residual stream [n, D] in bf16.
+torch::Tensor decoder_layer(torch::Tensor x, torch::Tensor ln1, torch::Tensor ln2, double eps,
+                            torch::Tensor qkv_p, c10::optional<torch::Tensor> qkv_b,
+                            torch::Tensor o_p, c10::optional<torch::Tensor> o_b,
+                            torch::Tensor gu_p, int64_t I, c10::optional<torch::Tensor> gu_b,
+                            torch::Tensor down_p, c10::optional<torch::Tensor> down_b,
+                            torch::Tensor cos, torch::Tensor sin, torch::Tensor keys, torch::Tensor values,
+                            int64_t start, c10::optional<torch::Tensor> mask, double scale,
+                            int64_t H, int64_t KV, int64_t hd) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && x.is_contiguous(), "x: [n, D] bf16");
+  const int64_t n = x.size(0), D = x.size(1), QKV = (H + 2 * KV) * hd, L = start + n, cap = keys.size(1);
+  TORCH_CHECK(keys.scalar_type() == at::kFloat && keys.is_contiguous() && values.is_contiguous()
+              && keys.sizes() == values.sizes() && keys.size(0) == KV && keys.size(2) == hd && L <= cap,
+              "keys, values: [KV, capacity, hd] fp32 with room for the new tokens");
+  TORCH_CHECK(cos.scalar_type() == at::kBFloat16 && cos.sizes() == sin.sizes() && cos.size(0) == n
+              && cos.size(1) == hd && cos.is_contiguous() && sin.is_contiguous(), "cos, sin: [n, hd] bf16");
+  TORCH_CHECK(qkv_p.size(1) == D && o_p.size(1) == H * hd && gu_p.size(1) == D && down_p.size(1) == I
+              && H % KV == 0 && hd % 2 == 0, "weights of other shapes than this layer's");
+  const uint8_t* M = nullptr;
+  torch::Tensor mc;
+  if (mask.has_value()) {
+    mc = mask->to(at::kBool).contiguous();
+    TORCH_CHECK(mc.dim() == 2 && mc.size(0) == n && mc.size(1) == L, "mask: [n, start + n] bool");
+    M = (const uint8_t*)mc.data_ptr<bool>();
+  }
+  const at::BFloat16* X0 = x.data_ptr<at::BFloat16>();
+  std::vector<float> xs(n * D), h(n * D), qkv(n * QKV), att(n * H * hd), o(n * D), gu(n * 2 * I), act(n * I);
+  for (int64_t i = 0; i < n * D; ++i) xs[i] = static_cast<float>(X0[i]);
+
+  rms_rows(xs.data(), ln1.data_ptr<at::BFloat16>(), (float)eps, h.data(), n, D);
+  lin(h.data(), qkv_p, QKV, qkv_b, qkv.data(), n, D);
+
+  // rotary, rounded as q * cos + rotate_half(q) * sin is in bf16: three roundings
+  const at::BFloat16* C = cos.data_ptr<at::BFloat16>();
+  const at::BFloat16* S = sin.data_ptr<at::BFloat16>();
+  const int64_t half = hd / 2;
+  float* K = keys.data_ptr<float>();
+  float* V = values.data_ptr<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = qkv.data() + i * QKV;
+    for (int64_t hh = 0; hh < H + KV; ++hh) {          // the query heads, then the key heads
+      float* v = row + hh * hd;
+      float r[512];
+      TORCH_CHECK(hd <= 512, "head_dim above 512");
+      for (int64_t d = 0; d < hd; ++d) {
+        const float rot = d < half ? -v[d + half] : v[d - half];
+        const float c = static_cast<float>(C[i * hd + d]), s = static_cast<float>(S[i * hd + d]);
+        r[d] = rbf(rbf(v[d] * c) + rbf(rot * s));
+      }
+      std::copy(r, r + hd, v);
+    }
+    for (int64_t kh = 0; kh < KV; ++kh) {
+      std::copy(row + (H + kh) * hd, row + (H + kh + 1) * hd, K + (kh * cap + start + i) * hd);
+      std::copy(row + (H + KV + kh) * hd, row + (H + KV + kh + 1) * hd, V + (kh * cap + start + i) * hd);
+    }
+  }
+
+  // attention: one (head, query) at a time, keys in cache order, masked keys exact zeros
+  const int64_t group = H / KV;
+  at::parallel_for(0, H * n, 1, [&](int64_t a, int64_t b) {
+    std::vector<float> p(L), acc(hd);
+    for (int64_t t = a; t < b; ++t) {
+      const int64_t hq = t / n, i = t % n, kh = hq / group;
+      const float* q = qkv.data() + i * QKV + hq * hd;
+      const float* Kh = K + kh * cap * hd;
+      const float* Vh = V + kh * cap * hd;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < L; ++j) {
+        const bool seen = M ? M[i * L + j] != 0 : j <= start + i;
+        p[j] = seen ? dot(q, Kh + j * hd, hd) * (float)scale : -std::numeric_limits<float>::infinity();
+        m = std::max(m, p[j]);
+      }
+      float sum = 0.f;
+      for (int64_t j = 0; j < L; ++j) { p[j] = p[j] == -std::numeric_limits<float>::infinity() ? 0.f : std::exp(p[j] - m); sum += p[j]; }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t j = 0; j < L; ++j) {
+        if (p[j] == 0.f) continue;
+        const float w = p[j] / sum;
+        const float* vj = Vh + j * hd;
+        for (int64_t d = 0; d < hd; ++d) acc[d] += w * vj[d];
+      }
+      float* out = att.data() + i * H * hd + hq * hd;
+      for (int64_t d = 0; d < hd; ++d) out[d] = rbf(acc[d]);
+    }
+  });
+
+  lin(att.data(), o_p, D, o_b, o.data(), n, H * hd);
+  for (int64_t i = 0; i < n * D; ++i) xs[i] = rbf(xs[i] + o[i]);
+  rms_rows(xs.data(), ln2.data_ptr<at::BFloat16>(), (float)eps, h.data(), n, D);
+  lin(h.data(), gu_p, 2 * I, gu_b, gu.data(), n, D);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < I; ++c) {
+      const float g = gu[i * 2 * I + c];
+      act[i * I + c] = rbf(rbf(g / (1.f + std::exp(-g))) * gu[i * 2 * I + I + c]);    // silu(gate) * up
+    }
+  lin(act.data(), down_p, D, down_b, o.data(), n, I);
+  auto y = torch::empty({n, D}, x.options());
+  at::BFloat16* Y = y.data_ptr<at::BFloat16>();
+  for (int64_t i = 0; i < n * D; ++i) Y[i] = c10::BFloat16(xs[i] + o[i]);
+  return y;
+}
+
+// The final RMSNorm over bf16 rows [n, D], the same loop as the layers'.
+torch::Tensor rms_norm(torch::Tensor x, torch::Tensor w, double eps) {
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() == 2 && w.scalar_type() == at::kBFloat16
+              && w.numel() == x.size(1), "x: [n, D] bf16, w: [D] bf16");
+  const auto xc = x.contiguous();
+  const int64_t n = x.size(0), D = x.size(1);
+  std::vector<float> xs(n * D), out(n * D);
+  const at::BFloat16* X0 = xc.data_ptr<at::BFloat16>();
+  for (int64_t i = 0; i < n * D; ++i) xs[i] = static_cast<float>(X0[i]);
+  rms_rows(xs.data(), w.contiguous().data_ptr<at::BFloat16>(), (float)eps, out.data(), n, D);
+  auto y = torch::empty({n, D}, x.options());
+  at::BFloat16* Y = y.data_ptr<at::BFloat16>();
+  for (int64_t i = 0; i < n * D; ++i) Y[i] = c10::BFloat16(out[i]);
+  return y;
+}
+'''
+
+
+@functools.cache
+def _module():
+    """The built extension, or None (with one warning saying why) where it cannot be had."""
+    if os.environ.get("VISPEC_FUSED_LAYER", "1") == "0" or not few_rows.available():
+        return None
+    from ..assets import cache_dir
+    build = cache_dir("kernels", "fused_layer")
+    if not any(build.glob("*.so")):
+        print("vispec: building the fused decoder layer (once per machine, about a minute)", file=sys.stderr, flush=True)
+    try:
+        from torch.utils.cpp_extension import load_inline
+        return load_inline("vispec_fused_layer", cpp_sources=[few_rows.SOURCE, LAYER_SOURCE],
+                           functions=["decoder_layer", "rms_norm"],
+                           extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                           build_directory=str(build), verbose=False)
+    except Exception as e:
+        warnings.warn(f"vispec: the fused decoder layer could not be built ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); the layers run as PyTorch ops.",
+                      stacklevel=3)
+        return None
+
+
+def available() -> bool:
+    """Whether the extension is built (building it on first call) and usable on this CPU."""
+    return _module() is not None
+
+
+def fits(language_model) -> bool:
+    """Whether every layer is the Llama / Qwen2 kind this code computes: RMSNorm, SiLU-gated MLP, GQA."""
+    for layer in language_model.layers:
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        if not all(hasattr(m, "variance_epsilon") and m.weight.dim() == 1 for m in norms):
+            return False
+        if type(layer.mlp.act_fn).__name__ not in ("SiLU", "SiLUActivation"):    # torch's or transformers'
+            return False
+        if getattr(layer.self_attn, "sliding_window", None):
+            return False
+    return True
+
+
+def decoder_layer(x, layer, packed, i, cos, sin, keys, values, start, mask, scale, heads, kv_heads, head_dim):
+    """Layer i over x [n, D] bf16; writes the new keys / values at start.. of the fp32 cache views."""
+    p = packed.layers[i]
+    return _module().decoder_layer(
+        x, layer.input_layernorm.weight, layer.post_attention_layernorm.weight, layer.input_layernorm.variance_epsilon,
+        p["qkv"][0], p["qkv_bias"], p["o"][0], p["o_bias"], p["gate_up"][0], p["gate_up"][1] // 2, p["gate_up_bias"],
+        p["down"][0], p["down_bias"], cos, sin, keys, values, start, mask, scale, heads, kv_heads, head_dim)
+
+
+def rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    return _module().rms_norm(x, norm.weight, norm.variance_epsilon)
