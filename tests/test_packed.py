@@ -263,3 +263,40 @@ def test_fused_layers_compute_each_token_alone(monkeypatch):
         vanilla = decode_vanilla(target, inputs, 32)[0]
         for total, depth, k in ((8, 3, 2), (4, 2, 2), (12, 4, 3)):
             assert decode_speculative(target, draft, inputs, 32, total_tokens=total, depth=depth, top_k=k)[0] == vanilla
+
+
+@NEEDS_KERNEL
+@pytest.mark.parametrize("kind", ["vispec", "eagle2"])
+def test_fused_draft_layer_on_an_fp32_cache_is_the_layer_within_bf16_rounding(kind, monkeypatch):
+    """In the "widen" form a draft's decoder layer runs as fused_layer.py's call on an fp32 cache: its
+    log-probs (the root's and three children's) within bf16 rounding of PyTorch's ops on a bf16 cache,
+    packed again once a weight changes."""
+    from vispec_core.drafts.layer import DraftDecoderLayer
+
+    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: False)
+    p = task_prompts("caption", 1, seed=3)[0]
+    target = bf16_target("llava_next", monkeypatch, "auto")
+    with torch.no_grad():       # a random head is near-uniform: sharpened, the log-probs tell layers apart
+        target.lm_head.weight.mul_(30.0)
+    draft = load_draft(f"random:{kind}", target=target, seed=1, draft_vocab=list(range(0, 600, 3)))
+    inputs = target.prepare(p.prompt, p.images)
+    assert draft.layer.new_cache(4, torch.bfloat16, "cpu").storage.dtype == torch.float32
+    with torch.inference_mode():
+        fused = draft_log_probs(target, draft, inputs)
+    assert "_fused_packs" in draft.layer.__dict__
+    monkeypatch.setattr(DraftDecoderLayer, "fused", lambda self, dtype, device: False)
+    assert draft.layer.new_cache(4, torch.bfloat16, "cpu").storage.dtype == torch.bfloat16
+    with torch.inference_mode():
+        ops = draft_log_probs(target, draft, inputs)
+    for a, b in zip(fused, ops):
+        assert a.shape == b.shape and torch.isfinite(a).any() and torch.equal(torch.isfinite(a), torch.isfinite(b))
+        a, b = a[torch.isfinite(a)], b[torch.isfinite(b)]
+        assert (a - b).abs().max() < (a.max() - a.min()) / 100
+    monkeypatch.undo()
+    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: False)
+    monkeypatch.setenv("VISPEC_PREPACK", "auto")
+    with torch.no_grad():
+        draft.layer.mlp.down_proj.weight.mul_(3.0)
+    with torch.inference_mode():
+        again = draft_log_probs(target, draft, inputs)
+    assert not torch.equal(again[1], fused[1])

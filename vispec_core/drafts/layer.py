@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
 from ..kv_cache import KVCache
+from ..targets import fused_layer
 from ..targets.base import UNPLANNED, rotate_half
-from ..targets.packed import linear
+from ..targets.packed import cpu_mode, linear
 
 
 def _apply(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -34,7 +35,15 @@ class DraftDecoderLayer(nn.Module):
         self.head_dim = self.self_attn.head_dim
 
     def new_cache(self, capacity: int, dtype: torch.dtype, device) -> KVCache:
+        """In the "widen" form the layer runs as fused_layer.py's one call, on an fp32 cache."""
+        if self.fused(dtype, device):
+            dtype = torch.float32
         return KVCache(1, self.num_kv_heads, self.head_dim, capacity, dtype, device)
+
+    def fused(self, dtype: torch.dtype, device) -> bool:
+        return (torch.device(device).type == "cpu" and cpu_mode(dtype) == "widen" and fused_layer.available()
+                and type(self.mlp.act_fn).__name__ in ("SiLU", "SiLUActivation")
+                and not getattr(self.self_attn, "sliding_window", None))
 
     def forward(self, x: torch.Tensor, position_ids: torch.LongTensor, cache: KVCache | None = None,
                 mask: torch.BoolTensor | None = None, past: list[tuple[torch.Tensor, torch.Tensor]] = ()):
@@ -43,10 +52,16 @@ class DraftDecoderLayer(nn.Module):
         Keys: the cache's committed prefix (cache given; the new keys are written after it, left
         uncommitted) or the `past` keys of earlier unrolled steps, then the n new ones. mask
         [n, keys] says which keys each new token sees; None: every earlier key and causal among the
-        new tokens. Returns h [1, n, D] and this call's (k, v) ([kv_heads, n, hd] each)."""
+        new tokens. Returns h [1, n, D] and this call's (k, v) ([kv_heads, n, hd] each; None where
+        fused_layer.py ran the layer on the cache, in the "widen" form)."""
         n = x.shape[1]
         attn = self.self_attn
         cos, sin = self.rotary_emb(x, position_ids)                  # [1, n, hd]
+        if (cache is not None and cache.storage.dtype == torch.float32 and x.dtype == torch.bfloat16
+                and cos.dim() == 3 and not (torch.is_grad_enabled() and x.requires_grad) and self.fused(x.dtype, x.device)):
+            cache.check_room(n)
+            h = fused_layer.draft_layer(self, x[0].contiguous(), cos[0].contiguous(), sin[0].contiguous(), cache, mask)
+            return h[None], None
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         q = _apply(attn.q_proj, x).view(1, n, self.num_heads, self.head_dim).transpose(1, 2)
         k = _apply(attn.k_proj, x).view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -55,7 +70,7 @@ class DraftDecoderLayer(nn.Module):
         k = (k * cos + rotate_half(k) * sin)[0]                      # [kv_heads, n, hd]
         v = v[0]
         if cache is not None:
-            keys, values = cache.write(0, k, v)
+            keys, values = (t.to(q.dtype) for t in cache.write(0, k, v))   # an fp32 cache (widen) the fused path missed
         else:
             keys = torch.cat([p[0] for p in past] + [k], dim=1)
             values = torch.cat([p[1] for p in past] + [v], dim=1)

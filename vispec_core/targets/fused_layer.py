@@ -71,8 +71,9 @@ static void lin(const float* x, const torch::Tensor& wp, int64_t N, const c10::o
 }
 
 // One decoder layer over n new tokens after `start` cached positions; writes their keys and values
-// into the layer's fp32 cache and returns the new residual stream [n, D] in bf16.
-torch::Tensor decoder_layer(torch::Tensor x, torch::Tensor ln1, torch::Tensor ln2, double eps,
+// into the layer's fp32 cache and returns the new residual stream [n, D] in bf16. mask [n, start + n]:
+// the keys each new token sees (none: all before it). ln1 none: no input norm (EAGLE's draft layer).
+torch::Tensor decoder_layer(torch::Tensor x, c10::optional<torch::Tensor> ln1, torch::Tensor ln2, double eps,
                             torch::Tensor qkv_p, c10::optional<torch::Tensor> qkv_b,
                             torch::Tensor o_p, c10::optional<torch::Tensor> o_b,
                             torch::Tensor gu_p, int64_t I, c10::optional<torch::Tensor> gu_b,
@@ -100,7 +101,8 @@ torch::Tensor decoder_layer(torch::Tensor x, torch::Tensor ln1, torch::Tensor ln
   std::vector<float> xs(n * D), h(n * D), qkv(n * QKV), att(n * H * hd), o(n * D), gu(n * 2 * I), act(n * I);
   for (int64_t i = 0; i < n * D; ++i) xs[i] = static_cast<float>(X0[i]);
 
-  rms_rows(xs.data(), ln1.data_ptr<at::BFloat16>(), (float)eps, h.data(), n, D);
+  if (ln1.has_value()) rms_rows(xs.data(), ln1->data_ptr<at::BFloat16>(), (float)eps, h.data(), n, D);
+  else h = xs;                                          // a draft's layer: its input is already fc(e, f)
   lin(h.data(), qkv_p, QKV, qkv_b, qkv.data(), n, D);
 
   // rotary, rounded as q * cos + rotate_half(q) * sin is in bf16: three roundings
@@ -238,6 +240,30 @@ def decoder_layer(x, layer, packed, i, cos, sin, keys, values, start, mask, scal
         x, layer.input_layernorm.weight, layer.post_attention_layernorm.weight, layer.input_layernorm.variance_epsilon,
         p["qkv"][0], p["qkv_bias"], p["o"][0], p["o_bias"], p["gate_up"][0], p["gate_up"][1] // 2, p["gate_up_bias"],
         p["down"][0], p["down_bias"], cos, sin, keys, values, start, mask, scale, heads, kv_heads, head_dim)
+
+
+def draft_layer(layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache, mask) -> torch.Tensor:
+    """A draft's decoder layer (drafts/layer.py: no input norm, its own q/k/v and gate/up weights, packed
+    here once and again when they change) over x [n, D] bf16 on its fp32 cache."""
+    attn, mlp = layer.self_attn, layer.mlp
+    qkv, gate_up = (attn.q_proj, attn.k_proj, attn.v_proj), (mlp.gate_proj, mlp.up_proj)
+    weights = [m.weight for m in (*qkv, attn.o_proj, *gate_up, mlp.down_proj)]
+    signature = tuple((w.data_ptr(), w._version) for w in weights)
+    held = layer.__dict__.get("_fused_packs")
+    if held is None or held[0] != signature:
+        pack = lambda *ws: few_rows.pack(torch.cat(ws) if len(ws) > 1 else ws[0])     # noqa: E731
+        bias = lambda *ms: (None if all(m.bias is None for m in ms) else                # noqa: E731
+                            torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.weight.shape[0]) for m in ms]))
+        held = layer.__dict__["_fused_packs"] = (signature, dict(
+            qkv=pack(*weights[:3]), qkv_bias=bias(*qkv), o=pack(weights[3]), o_bias=attn.o_proj.bias,
+            gate_up=pack(*weights[4:6]), gate_up_bias=bias(*gate_up), down=pack(weights[6]), down_bias=mlp.down_proj.bias))
+    p = held[1]
+    keys, values = cache.kv[0]
+    norm = layer.post_attention_layernorm
+    return _module().decoder_layer(
+        x, None, norm.weight, norm.variance_epsilon, p["qkv"], p["qkv_bias"], p["o"], p["o_bias"], p["gate_up"],
+        mlp.down_proj.weight.shape[1], p["gate_up_bias"], p["down"], p["down_bias"], cos, sin, keys, values,
+        cache.length, mask, attn.scaling, layer.num_heads, layer.num_kv_heads, layer.head_dim)
 
 
 def rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
