@@ -60,6 +60,38 @@ static inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// The scores of 8 consecutive keys (hd % 8 == 0): each lane summed exactly as `dot` sums, so a key's
+// score is the same computed here or alone.
+static inline __m256 dot8(const float* q, const float* k, int64_t hd) {
+  __m256 a[8];
+  for (int r = 0; r < 8; ++r) a[r] = _mm256_setzero_ps();
+  for (int64_t d = 0; d < hd; d += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + d);
+    for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + r * hd + d), a[r]);
+  }
+  const __m256 u = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 v = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(u, v, 0x20), _mm256_permute2f128_ps(u, v, 0x31));
+}
+
+// exp of 8 lanes (Cephes' polynomial, as avx_mathfun; within a few ulp of expf): a function of each
+// lane's value alone, whichever lane or call computes it.
+static inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
+  const __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
 // y = x . W^T (+ b), each value rounded to bf16 (kept as float): few_rows' kernel, fp32 out.
 static void lin(const float* x, const torch::Tensor& wp, int64_t N, const c10::optional<torch::Tensor>& b,
                 float* y, int64_t M, int64_t K) {
@@ -130,29 +162,46 @@ torch::Tensor decoder_layer(torch::Tensor x, c10::optional<torch::Tensor> ln1, t
     }
   }
 
-  // attention: one (head, query) at a time, keys in cache order, masked keys exact zeros
-  const int64_t group = H / KV;
+  // attention: one (head, query) at a time, keys in cache order, masked keys exact zeros; scores 8 keys
+  // at a time (the tail alone, summed alike), exp 8 lanes at a time (the tail padded), the softmax's sum
+  // and the weighted sum of values key after key
+  const int64_t group = H / KV, L8 = (L + 7) / 8 * 8;
+  const float NEG = -std::numeric_limits<float>::infinity();
   at::parallel_for(0, H * n, 1, [&](int64_t a, int64_t b) {
-    std::vector<float> p(L), acc(hd);
+    std::vector<float> p(L8);
+    alignas(32) float acc[512];
     for (int64_t t = a; t < b; ++t) {
       const int64_t hq = t / n, i = t % n, kh = hq / group;
       const float* q = qkv.data() + i * QKV + hq * hd;
       const float* Kh = K + kh * cap * hd;
       const float* Vh = V + kh * cap * hd;
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < L; ++j) {
-        const bool seen = M ? M[i * L + j] != 0 : j <= start + i;
-        p[j] = seen ? dot(q, Kh + j * hd, hd) * (float)scale : -std::numeric_limits<float>::infinity();
+      int64_t j = 0;
+      if (hd % 8 == 0)
+        for (; j + 8 <= L; j += 8)
+          _mm256_storeu_ps(p.data() + j, _mm256_mul_ps(dot8(q, Kh + j * hd, hd), _mm256_set1_ps((float)scale)));
+      for (; j < L; ++j) p[j] = dot(q, Kh + j * hd, hd) * (float)scale;
+      float m = NEG;
+      for (j = 0; j < L; ++j) {
+        if (!(M ? M[i * L + j] != 0 : j <= start + i)) p[j] = NEG;
         m = std::max(m, p[j]);
       }
+      std::fill(p.begin() + L, p.end(), NEG);
+      const __m256 mv = _mm256_set1_ps(m), neg = _mm256_set1_ps(NEG);
+      for (j = 0; j < L8; j += 8) {
+        const __m256 s = _mm256_loadu_ps(p.data() + j);
+        _mm256_storeu_ps(p.data() + j, _mm256_andnot_ps(_mm256_cmp_ps(s, neg, _CMP_EQ_OQ), exp8(_mm256_sub_ps(s, mv))));
+      }
       float sum = 0.f;
-      for (int64_t j = 0; j < L; ++j) { p[j] = p[j] == -std::numeric_limits<float>::infinity() ? 0.f : std::exp(p[j] - m); sum += p[j]; }
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t j = 0; j < L; ++j) {
+      for (j = 0; j < L; ++j) sum += p[j];
+      std::fill(acc, acc + hd, 0.f);
+      for (j = 0; j < L; ++j) {
         if (p[j] == 0.f) continue;
         const float w = p[j] / sum;
         const float* vj = Vh + j * hd;
-        for (int64_t d = 0; d < hd; ++d) acc[d] += w * vj[d];
+        int64_t d = 0;
+        for (; d + 8 <= hd; d += 8)
+          _mm256_store_ps(acc + d, _mm256_fmadd_ps(_mm256_set1_ps(w), _mm256_loadu_ps(vj + d), _mm256_load_ps(acc + d)));
+        for (; d < hd; ++d) acc[d] = std::fma(w, vj[d], acc[d]);
       }
       float* out = att.data() + i * H * hd + hq * hd;
       for (int64_t d = 0; d < hd; ++d) out[d] = rbf(acc[d]);
