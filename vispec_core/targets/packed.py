@@ -25,6 +25,7 @@ Three forms, chosen per dtype by what the CPU can do (`cpu_mode`):
   token's linears bitwise alike. The default target's linears, 2 cores (session 10): 1 / 8 / 30 rows
   22 / 34 / 86 ms, against 31 / 143 / 513 on the bf16 weights and 55 / 74 / 108 on the packed fp32
   copy. Attention runs in fp32, as in "upcast"; in both the target's KV cache is fp32 (`Target.new_cache`).
+  There the target's and the drafts' decoder layers run as fused_layer.py's one C++ call each.
 
 Each form is a second copy of the language model's linear weights in memory ("upcast": fp32, twice
 their size); q/k/v and gate/up are held fused, since the copy is made anyway. VISPEC_PREPACK=0 turns it
