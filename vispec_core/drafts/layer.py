@@ -43,7 +43,7 @@ class DraftDecoderLayer(nn.Module):
     def fused(self, dtype: torch.dtype, device) -> bool:
         return (torch.device(device).type == "cpu" and cpu_mode(dtype) == "widen" and fused_layer.available()
                 and type(self.mlp.act_fn).__name__ in ("SiLU", "SiLUActivation")
-                and not getattr(self.self_attn, "sliding_window", None))
+                and not getattr(self.self_attn, "sliding_window", None) and not hasattr(self.self_attn, "q_norm"))
 
     def forward(self, x: torch.Tensor, position_ids: torch.LongTensor, cache: KVCache | None = None,
                 mask: torch.BoolTensor | None = None, past: list[tuple[torch.Tensor, torch.Tensor]] = ()):
@@ -58,7 +58,7 @@ class DraftDecoderLayer(nn.Module):
         attn = self.self_attn
         cos, sin = self.rotary_emb(x, position_ids)                  # [1, n, hd]
         if (cache is not None and cache.storage.dtype == torch.float32 and x.dtype == torch.bfloat16
-                and cos.dim() == 3 and not (torch.is_grad_enabled() and x.requires_grad) and self.fused(x.dtype, x.device)):
+                and cos.dim() == 3 and not torch.is_grad_enabled() and self.fused(x.dtype, x.device)):
             cache.check_room(n)
             h = fused_layer.draft_layer(self, x[0].contiguous(), cos[0].contiguous(), sin[0].contiguous(), cache, mask)
             return h[None], None

@@ -125,7 +125,7 @@ torch::Tensor decoder_layer(torch::Tensor x, c10::optional<torch::Tensor> ln1, t
   TORCH_CHECK(cos.scalar_type() == at::kBFloat16 && cos.sizes() == sin.sizes() && cos.size(0) == n
               && cos.size(1) == hd && cos.is_contiguous() && sin.is_contiguous(), "cos, sin: [n, hd] bf16");
   TORCH_CHECK(qkv_p.size(1) == D && o_p.size(1) == H * hd && gu_p.size(1) == D && down_p.size(1) == I
-              && H % KV == 0 && hd % 2 == 0, "weights of other shapes than this layer's");
+              && H % KV == 0 && hd % 2 == 0 && hd <= 512, "weights of other shapes than this layer's");
   const uint8_t* M = nullptr;
   torch::Tensor mc;
   if (mask.has_value()) {
@@ -152,7 +152,6 @@ torch::Tensor decoder_layer(torch::Tensor x, c10::optional<torch::Tensor> ln1, t
     for (int64_t hh = 0; hh < H + KV; ++hh) {          // the query heads, then the key heads
       float* v = row + hh * hd;
       float r[512];
-      TORCH_CHECK(hd <= 512, "head_dim above 512");
       for (int64_t d = 0; d < hd; ++d) {
         const float rot = d < half ? -v[d + half] : v[d - half];
         const float c = static_cast<float>(C[i * hd + d]), s = static_cast<float>(S[i * hd + d]);
@@ -274,14 +273,15 @@ def available() -> bool:
 
 
 def fits(language_model) -> bool:
-    """Whether every layer is the Llama / Qwen2 kind this code computes: RMSNorm, SiLU-gated MLP, GQA."""
+    """Whether every layer is the Llama / Qwen2 kind this code computes: RMSNorm, SiLU-gated MLP, GQA,
+    no sliding window, no q/k norms."""
     for layer in language_model.layers:
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         if not all(hasattr(m, "variance_epsilon") and m.weight.dim() == 1 for m in norms):
             return False
         if type(layer.mlp.act_fn).__name__ not in ("SiLU", "SiLUActivation"):    # torch's or transformers'
             return False
-        if getattr(layer.self_attn, "sliding_window", None):
+        if getattr(layer.self_attn, "sliding_window", None) or hasattr(layer.self_attn, "q_norm"):
             return False
     return True
 
