@@ -42,8 +42,7 @@ class DraftDecoderLayer(nn.Module):
 
     def fused(self, dtype: torch.dtype, device) -> bool:
         return (torch.device(device).type == "cpu" and cpu_mode(dtype) == "widen" and fused_layer.available()
-                and type(self.mlp.act_fn).__name__ in ("SiLU", "SiLUActivation")
-                and not getattr(self.self_attn, "sliding_window", None) and not hasattr(self.self_attn, "q_norm"))
+                and fused_layer.layer_fits(self.self_attn, self.mlp, (self.post_attention_layernorm,)))
 
     def forward(self, x: torch.Tensor, position_ids: torch.LongTensor, cache: KVCache | None = None,
                 mask: torch.BoolTensor | None = None, past: list[tuple[torch.Tensor, torch.Tensor]] = ()):

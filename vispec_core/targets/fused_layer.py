@@ -37,6 +37,7 @@ import warnings
 import torch
 
 from . import few_rows
+from .packed import _bias, _pack
 
 LAYER_SOURCE = r'''
 #include <cmath>
@@ -274,18 +275,18 @@ def available() -> bool:
     return _module() is not None
 
 
+def layer_fits(attn, mlp, norms) -> bool:
+    """Whether a layer is the Llama / Qwen2 kind this code computes: RMSNorm, SiLU-gated MLP, GQA, no
+    sliding window, no q/k norms."""
+    return (all(hasattr(m, "variance_epsilon") and m.weight.dim() == 1 for m in norms)
+            and type(mlp.act_fn).__name__ in ("SiLU", "SiLUActivation")       # torch's or transformers'
+            and not getattr(attn, "sliding_window", None) and not hasattr(attn, "q_norm"))
+
+
 def fits(language_model) -> bool:
-    """Whether every layer is the Llama / Qwen2 kind this code computes: RMSNorm, SiLU-gated MLP, GQA,
-    no sliding window, no q/k norms."""
-    for layer in language_model.layers:
-        norms = (layer.input_layernorm, layer.post_attention_layernorm)
-        if not all(hasattr(m, "variance_epsilon") and m.weight.dim() == 1 for m in norms):
-            return False
-        if type(layer.mlp.act_fn).__name__ not in ("SiLU", "SiLUActivation"):    # torch's or transformers'
-            return False
-        if getattr(layer.self_attn, "sliding_window", None) or hasattr(layer.self_attn, "q_norm"):
-            return False
-    return True
+    """Whether every layer of a target's language model fits (`layer_fits`)."""
+    return all(layer_fits(layer.self_attn, layer.mlp, (layer.input_layernorm, layer.post_attention_layernorm))
+               for layer in language_model.layers)
 
 
 def decoder_layer(x, layer, packed, i, cos, sin, keys, values, start, mask, scale, heads, kv_heads, head_dim):
@@ -306,12 +307,10 @@ def draft_layer(layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ca
     signature = tuple((w.data_ptr(), w._version) for w in weights)
     held = layer.__dict__.get("_fused_packs")
     if held is None or held[0] != signature:
-        pack = lambda *ws: few_rows.pack(torch.cat(ws) if len(ws) > 1 else ws[0])     # noqa: E731
-        bias = lambda *ms: (None if all(m.bias is None for m in ms) else                # noqa: E731
-                            torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.weight.shape[0]) for m in ms]))
         held = layer.__dict__["_fused_packs"] = (signature, dict(
-            qkv=pack(*weights[:3]), qkv_bias=bias(*qkv), o=pack(weights[3]), o_bias=attn.o_proj.bias,
-            gate_up=pack(*weights[4:6]), gate_up_bias=bias(*gate_up), down=pack(weights[6]), down_bias=mlp.down_proj.bias))
+            qkv=_pack("widen", *weights[:3])[0], qkv_bias=_bias(*qkv), o=_pack("widen", weights[3])[0],
+            o_bias=attn.o_proj.bias, gate_up=_pack("widen", *weights[4:6])[0], gate_up_bias=_bias(*gate_up),
+            down=_pack("widen", weights[6])[0], down_bias=mlp.down_proj.bias))
     p = held[1]
     keys, values = cache.kv[0]
     norm = layer.post_attention_layernorm
