@@ -26,7 +26,8 @@ shipped drafts in data/drafts/default/) for phase 5. Phase 5's size is set by --
 task), --bench-tokens and --bench-tasks; the defaults (2 prompts x 5 tasks x T=0,1 x 128 tokens, seven
 methods, plus the auto trees) are sized for about 5 minutes. `--skip-bench` runs phases 1-4 only.
 Phase 5 needs the default target's 98 MB GGUF on that machine, more than one device call of this
-workplace carries (64 MiB), so it has not run on a GPU yet.
+workplace carries (64 MiB): scripts/gpu_payload.sh takes it there in three calls, and `--bench-only`
+runs phase 5 alone (results/gpu/README.md, run 5).
 
 On a CPU, `--small` runs everything at a tiny shape (a 2-layer Llama, tiny:llava_next with random
 drafts), which tests/test_gpu_script.py does so this script cannot rot. Without CUDA and without
