@@ -130,6 +130,34 @@ def test_a_cpu_without_bf16_arithmetic_multiplies_in_fp32(monkeypatch, form):
     assert is_packed(draft.vocab_head) == (form == "widen")  # 2-row expansions: on the bf16 weight unless widened
 
 
+
+def test_packed_weights_see_a_replaced_parameter_and_are_checked_once_per_decode(monkeypatch):
+    """A weight replaced by a new Parameter (not changed in place) is packed again too; a decode checks the
+    weights once on entry (Target.weights_fixed), not at each of its forward and logits calls."""
+    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: False)
+    monkeypatch.setattr(few_rows, "available", lambda: False)            # the "upcast" form, on any CPU
+    target = bf16_target("llava_next", monkeypatch, "auto")
+    before = target.packed_weights()
+    assert before.mode == "upcast" and before.current()
+    original, calls = packed_module.PackedWeights.current, []
+    monkeypatch.setattr(packed_module.PackedWeights, "current", lambda self: calls.append(1) or original(self))
+    p = task_prompts("caption", 1, seed=2)[0]
+    inputs = target.prepare(p.prompt, p.images)
+    assert len(decode_vanilla(target, inputs, 6)[0]) == 6 and len(calls) == 1
+    calls.clear()
+    target.forward(target.embed(torch.tensor([[5]])), torch.zeros(1, 1, dtype=torch.long), target.new_cache(4))
+    assert len(calls) == 2                        # outside a decode: every call checks (new_cache, forward)
+
+    mlp = target.language_model.layers[0].mlp
+    with target.weights_fixed():
+        mlp.down_proj.weight = torch.nn.Parameter(mlp.down_proj.weight.detach() * 3)
+        assert target.packed_weights() is before                       # promised fixed inside
+    assert not before.current()
+    after = target.packed_weights()
+    h = torch.randn(1, 2, mlp.gate_proj.in_features, generator=torch.Generator().manual_seed(9)).bfloat16()
+    with torch.no_grad():
+        assert after is not before and torch.equal(after.mlp(0, h), mlp(h)) and not torch.equal(before.mlp(0, h), mlp(h))
+
 @NEEDS_KERNEL
 @pytest.mark.parametrize("m,n,k", [(1, 16, 8), (3, 17, 576), (7, 33, 35), (13, 960, 576), (40, 5, 1536)])
 def test_few_rows_kernel_is_an_fp32_product_of_the_bf16_weight(m, n, k):

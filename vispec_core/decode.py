@@ -5,6 +5,7 @@ device, so wall times are honest on CUDA too.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -73,6 +74,16 @@ def _finish(tokens: list[int], eos: frozenset, max_new_tokens: int) -> tuple[lis
     return tokens[:max_new_tokens], len(tokens) >= max_new_tokens
 
 
+def _weights_fixed(decode):
+    """The target's weights do not change during one decode: checked once (Target.weights_fixed)."""
+    @functools.wraps(decode)
+    def run(target, *args, **kwargs):
+        with target.weights_fixed():
+            return decode(target, *args, **kwargs)
+    return run
+
+
+@_weights_fixed
 @torch.inference_mode()
 def decode_vanilla(target: Target, inputs: TargetInputs, max_new_tokens: int, temperature: float = 0.0,
                    top_p: float = 1.0, generator: torch.Generator | None = None) -> tuple[list[int], dict]:
@@ -95,6 +106,7 @@ def decode_vanilla(target: Target, inputs: TargetInputs, max_new_tokens: int, te
                         accept_lengths=[], tau=0.0)
 
 
+@_weights_fixed
 @torch.inference_mode()
 def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_tokens: int,
                        temperature: float = 0.0, top_p: float = 1.0, generator: torch.Generator | None = None,

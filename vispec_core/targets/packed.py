@@ -132,7 +132,7 @@ class PackedWeights:
         self.mode = mode
         self.fp32_attention = mode in ("upcast", "widen")     # and an fp32 KV cache: see the forms above
         _pack_ = functools.partial(_pack, mode)
-        self.layers, self.sources = [], [lm_head.weight]
+        self.layers, self.modules = [], [lm_head]
         for layer in language_model.layers:
             a, m = layer.self_attn, layer.mlp
             qkv, gate_up = (a.q_proj, a.k_proj, a.v_proj), (m.gate_proj, m.up_proj)
@@ -142,15 +142,16 @@ class PackedWeights:
                 o=_pack_(a.o_proj.weight), o_bias=a.o_proj.bias,
                 gate_up=_pack_(*(x.weight for x in gate_up)), gate_up_bias=_bias(*gate_up),
                 down=_pack_(m.down_proj.weight), down_bias=m.down_proj.bias, act=m.act_fn))
-            self.sources += [x.weight for x in (*qkv, a.o_proj, *gate_up, m.down_proj)]
+            self.modules += [*qkv, a.o_proj, *gate_up, m.down_proj]
         self.head, self.head_bias = _pack_(lm_head.weight), lm_head.bias
         self.signature = self._signature()
 
     def _signature(self) -> tuple:
-        return tuple((w.data_ptr(), w._version) for w in self.sources)
+        weights = [m.weight for m in self.modules]          # read again: a replaced Parameter is seen
+        return tuple((id(w), w.data_ptr(), w._version) for w in weights)
 
     def current(self) -> bool:
-        """False once any source weight was replaced or changed in place (then pack again)."""
+        """False once any source weight was replaced, moved or changed in place (then pack again)."""
         return self._signature() == self.signature
 
     def qkv(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
