@@ -158,8 +158,10 @@ def test_packed_weights_see_a_replaced_parameter_and_are_checked_once_per_decode
     with torch.no_grad():
         assert after is not before and torch.equal(after.mlp(0, h), mlp(h)) and not torch.equal(before.mlp(0, h), mlp(h))
 
+
 @NEEDS_KERNEL
-@pytest.mark.parametrize("m,n,k", [(1, 16, 8), (3, 17, 576), (7, 33, 35), (13, 960, 576), (40, 5, 1536)])
+@pytest.mark.parametrize("m,n,k", [(1, 16, 8), (3, 17, 576), (7, 33, 35), (8, 40, 576), (13, 960, 576), (14, 20, 64),
+                                   (40, 5, 1536)])
 def test_few_rows_kernel_is_an_fp32_product_of_the_bf16_weight(m, n, k):
     """The kernel against a float64 product of the same bf16 values: within fp32 summation error, for
     row counts around its 6-row tile and column counts around its 16-column block; a row's result
@@ -174,6 +176,9 @@ def test_few_rows_kernel_is_an_fp32_product_of_the_bf16_weight(m, n, k):
     assert got.dtype == torch.float32 and got.shape == (m, n)
     assert torch.allclose(got.double(), want, rtol=0, atol=1e-5 * (x.abs() @ w.float().abs().T).max().item())
     assert torch.equal(few_rows.linear(x[m // 2:m // 2 + 1], packed, n), got[m // 2:m // 2 + 1])
+    for r in (7, 8):                                 # a 6-row tile and a small one: the same sums as alone
+        if m >= r:
+            assert torch.equal(few_rows.linear(x[m - r:], packed, n), got[m - r:])
     xb, b = x.bfloat16(), torch.randn(n, generator=g).bfloat16()   # bf16 in, bias: summed in fp32, rounded once
     assert torch.equal(few_rows.linear(xb.view(1, m, k), packed, n, b)[0],
                        (few_rows.linear(xb.float(), packed, n) + b.float()).bfloat16())
