@@ -98,24 +98,32 @@ def test_rerun_skips_done_records_and_refuses_other_settings(bench_file, capsys)
     assert "other settings" in capsys.readouterr().err
 
 
-def test_rerun_after_retraining_starts_over_and_keeps_the_old_file(bench_file, tmp_path, capsys):
-    """Resuming onto figures of other weights would mix two models in one table: the bench keeps the
-    old file aside and measures again."""
+@pytest.mark.parametrize("changed, message", [("draft", "other target or draft weights"),
+                                              ("machine", "another machine or weight form")])
+def test_rerun_after_retraining_or_on_another_machine_starts_over_and_keeps_the_old_file(
+        bench_file, tmp_path, capsys, changed, message):
+    """Resuming onto figures of other weights would mix two models in one table, onto another machine's
+    two machines' timings: the bench keeps the old file aside and measures again."""
     out = tmp_path / "b.jsonl"
     records = [json.loads(line) for line in bench_file.read_text().splitlines()]
     for r in records:
         if r["type"] == "header":
-            assert len(r["config"]["weights"]) == 16
-            r["config"]["weights"] = "an-older-draft"
+            assert len(r["config"]["weights"]) == 16 and r["device"]
+            if changed == "draft":
+                r["config"]["weights"] = "an-older-draft"
+            else:
+                r["device"] = "another CPU (cpu, AVX512)"
     out.write_text("".join(json.dumps(r) + "\n" for r in records))
-    args = bench_args(out, methods="vanilla,eagle2", tasks="text", temperature="0")
+    methods = METHODS if changed == "machine" else "vanilla,eagle2"      # the same drafts: the same weights
+    args = bench_args(out, methods=methods, tasks="text", temperature="0")
     assert main(args) == 0
     kept = list(tmp_path.glob("b.before-*.jsonl"))
     assert len(kept) == 1 and kept[0].read_text() == "".join(json.dumps(r) + "\n" for r in records)
-    assert "other target or draft weights" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     fresh = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["config"]["weights"] for r in fresh if r["type"] == "header"] != ["an-older-draft"]
-    assert {r["variant"] for r in fresh if r["type"] == "run"} == {"vanilla", "eagle2"}
+    assert [(r["config"]["weights"], r["device"]) for r in fresh if r["type"] == "header"] != [
+        (h["config"]["weights"], h["device"]) for h in records if h["type"] == "header"]
+    assert {r["variant"] for r in fresh if r["type"] == "run"} == set(methods.split(","))
 
 
 def test_speedup_is_paired_per_prompt():

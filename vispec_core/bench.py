@@ -352,17 +352,23 @@ def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list
     target = load_target(args.target, device=args.device, dtype=args.dtype)
     drafts = load_drafts(target, methods, args.drafts)
     fixed["weights"] = weights_digest(target, drafts)
-    if any(h["config"].get("weights") != fixed["weights"] for h in old if h.get("type") == "header"):
+    env = environment(target)
+    headers = [h for h in old if h.get("type") == "header"]
+    # timings from two machines (or two forms of the weights) are never compared in one file
+    why = ("other target or draft weights" if any(h["config"].get("weights") != fixed["weights"] for h in headers)
+           else f"another machine or weight form than {env['device']}, {env['weights']}"
+           if any((h.get("device"), h.get("weights")) != (env["device"], env["weights"]) for h in headers) else None)
+    if why:
         kept = out.with_name(f"{out.stem}.before-{time.strftime('%Y%m%dT%H%M%S')}{out.suffix}")
         out.replace(kept)
-        log(f"{out} was measured with other target or draft weights: kept as {kept}, starting over")
+        log(f"{out} was measured with {why}: kept as {kept}, starting over")
         old, done = [], {}
     prompts = [p for t in tasks for p in task_prompts(t, args.n_prompts, args.seed)]
     variants = _variants(methods, tree, drafts)
     at = {t: variants for t in temps}          # the variants run at each temperature
     header = dict(type="header", started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   config=dict(fixed, methods=methods, tasks=tasks, temperatures=temps, n_prompts=args.n_prompts,
-                              command=" ".join(sys.argv)), **environment(target))
+                              command=" ".join(sys.argv)), **env)
     new_records = [header]
     if tree == "auto":
         auto, searched = _auto_trees(args, target, drafts, tasks, temps, old, log)
