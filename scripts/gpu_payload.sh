@@ -12,7 +12,8 @@
 # results/, notebooks/ and data/drafts/ out of it for the stash calls and keep only the drafts the run
 # needs for the last one (results/gpu/README.md has the sequence that ran).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$SELF")/.."
 PARTS=/tmp/gpu_parts
 PAYLOAD=/tmp/gpu_payload
 
@@ -44,7 +45,7 @@ stash)
     ls -la "$PARTS"
     ;;
 unpack)
-    if [ -n "${2:-}" ]; then "$0" stash "$2" >/dev/null; fi
+    if [ -n "${2:-}" ]; then "$SELF" stash "$2" >/dev/null; fi
     rm -rf "$PAYLOAD" && mkdir -p "$PAYLOAD"
     cat "$PARTS"/payload.tar.* | tar -C "$PAYLOAD" -xf -
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -144,6 +144,7 @@ class PackedWeights:
                 down=_pack_(m.down_proj.weight), down_bias=m.down_proj.bias, act=m.act_fn))
             self.modules += [*qkv, a.o_proj, *gate_up, m.down_proj]
         self.head, self.head_bias = _pack_(lm_head.weight), lm_head.bias
+        self.sources = [m.weight for m in self.modules]     # held, so no later weight can reuse their ids
         self.signature = self._signature()
 
     def _signature(self) -> tuple:
