@@ -130,7 +130,6 @@ def test_a_cpu_without_bf16_arithmetic_multiplies_in_fp32(monkeypatch, form):
     assert is_packed(draft.vocab_head) == (form == "widen")  # 2-row expansions: on the bf16 weight unless widened
 
 
-
 def test_packed_weights_see_a_replaced_parameter_and_are_checked_once_per_decode(monkeypatch):
     """A weight replaced by a new Parameter (not changed in place) is packed again too; a decode checks the
     weights once on entry (Target.weights_fixed), not at each of its forward and logits calls."""

@@ -130,8 +130,8 @@ class Target:
     # -- language model -----------------------------------------------------------------------
     def packed_weights(self, refresh: bool = False) -> PackedWeights | None:
         """The linear weights held in the form this CPU multiplies fastest (bf16 / fp16: packed.py), or
-        None: the HF modules' own. Packed again after the weights moved or changed; `refresh` decides again
-        (after VISPEC_PREPACK changed)."""
+        None: the HF modules' own. Packed again after the weights moved, changed or were replaced (checked at
+        every call, or once per `weights_fixed` block); `refresh` decides again (after VISPEC_PREPACK changed)."""
         key, packed = self._packed
         if refresh or key != (self.device, self.dtype) or (
                 packed is not None and not self._weights_fixed and not packed.current()):
