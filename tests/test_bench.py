@@ -324,6 +324,9 @@ def test_tree_auto_runs_both_trees(tmp_path):
     assert tmp_path / "tables" / "auto_trees.csv" in written
     trees = pd.read_csv(tmp_path / "tables" / "auto_trees.csv")
     assert len(trees) == 4 and (trees["calibrated_at"] == trees["temperature"]).all()
+    # the same measured cycle: speedup scales with tau + 1, so 2x needs tau_for_2x; all accepted is the ceiling
+    assert np.allclose((trees["tau_for_2x"] + 1) / (trees["predicted_tau"] + 1), 2 / trees["predicted_speedup"])
+    assert (trees["predicted_speedup"] <= trees["ceiling_speedup"] + 1e-12).all()
     assert main(bench_args(out, methods="vanilla,eagle2", tasks="text", temperature="0,1", max_new_tokens="4",
                            tree="auto", calibration_tokens="4")) == 0          # resumed: nothing searched again
     assert len([line for line in out.read_text().splitlines() if '"tree_search"' in line]) == 2

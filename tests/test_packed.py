@@ -159,11 +159,12 @@ def test_packed_weights_see_a_replaced_parameter_and_are_checked_once_per_decode
 
 
 @NEEDS_KERNEL
-@pytest.mark.parametrize("m,n,k", [(1, 16, 8), (3, 17, 576), (7, 33, 35), (8, 40, 576), (13, 960, 576), (14, 20, 64),
+@pytest.mark.parametrize("m,n,k", [(1, 61, 8), (3, 17, 576), (7, 100, 35), (8, 40, 576), (13, 960, 576), (14, 20, 64),
                                    (40, 5, 1536)])
 def test_few_rows_kernel_is_an_fp32_product_of_the_bf16_weight(m, n, k):
     """The kernel against a float64 product of the same bf16 values: within fp32 summation error, for
-    row counts around its 6-row tile and column counts around its 16-column block; a row's result
+    row counts around its 6-row tile and column counts around its 16-column block and its 4-block
+    span for a lone row (a partial block in it, blocks left over); a row's result
     does not depend on the rows beside it."""
     g = torch.Generator().manual_seed(m * n + k)
     w = torch.randn(n, k, generator=g).bfloat16()

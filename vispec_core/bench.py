@@ -327,6 +327,9 @@ def _auto_trees(args, target, drafts, tasks, temps, old, log) -> tuple[dict, lis
             log(f"tree for {m} at T={t:g}: auto {chosen.label} (predicted {c['speedup']:.2f}x, tau {c['tau']:.2f})"
                 + (f" vs paper {PAPER_TREE.label} (predicted {paper['speedup']:.2f}x, tau {paper['tau']:.2f})"
                    if paper else ""))
+            if c["speedup"] < 1:
+                log(f"  no tree is predicted to beat vanilla with {m} at T={t:g} on this device (best "
+                    f"{c['speedup']:.2f}x): benchmarked all the same; to decode here, use no draft")
             variants[t].append(Variant(f"{m}@auto", m, chosen, "auto"))
     return variants, new
 

@@ -6,6 +6,11 @@ weights, which make the one-token forward cheaper), so the tree size is a hardwa
 
     tokens/s(c) = (tau(c) + 1) / (draft(c) + extend + verify(n(c)))
 
+and its speedup over vanilla is that times vanilla's time per token, verify(1). Turned around, the
+same cycle says what a config can give at best (`ceiling`: its longest path always accepted) and
+what tau a wanted speedup S needs (`tau_needed`: S * cycle / verify(1) - 1), which separates what the
+hardware allows from what the draft delivers.
+
 * verify(n): the target's forward over n tree tokens after a realistic prefix, logits included
   (`verify_cost_curve`, median of repeats), interpolated between measured n;
 * draft(c): the draft's time to build c's tree, extend: its per-cycle pass over accepted tokens;
@@ -98,6 +103,18 @@ def verify_cost_curve(target, cache, sizes=VERIFY_SIZES, repeats: int = 7, rope_
             if r:
                 times[n].append(clock.lap())
     return {n: statistics.median(t) for n, t in times.items()}
+
+
+def tau_needed(row: dict, vanilla_token_s: float, speedup: float) -> float:
+    """The tau at which a candidate row's cycle (draft_s + extend_s + verify_s) gives `speedup`."""
+    return speedup * (row["draft_s"] + row["extend_s"] + row["verify_s"]) / vanilla_token_s - 1
+
+
+def ceiling(row: dict, vanilla_token_s: float) -> float:
+    """A candidate row's speedup if its longest path were always accepted (tau = depth, or the nodes
+    after the root where there are fewer)."""
+    longest = min(row["depth"], row["total_tokens"] - 1)
+    return (longest + 1) * vanilla_token_s / (row["draft_s"] + row["extend_s"] + row["verify_s"])
 
 
 def interpolate(curve: dict[int, float], n: int) -> float:
@@ -291,7 +308,8 @@ def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_
         verify_s = interpolate(curve, c.nodes)
         cycle = draft_s + extend + verify_s
         rows.append(dict(asdict(c), label=c.label, nodes=c.nodes, tau=tau, draft_s=draft_s, extend_s=extend,
-                         verify_s=verify_s, tokens_per_s=(tau + 1) / cycle, speedup=(tau + 1) * vanilla / cycle))
+                         verify_s=verify_s, tokens_per_s=(tau + 1) / cycle, speedup=(tau + 1) * vanilla / cycle,
+                         ceiling_speedup=(min(c.depth, c.total_tokens - 1) + 1) * vanilla / cycle))
     rows.sort(key=lambda r: -r["tokens_per_s"])
     paper = next(r for r in rows if (r["depth"], r["top_k"]) == (PAPER_TREE.depth, PAPER_TREE.top_k)
                  and r["nodes"] == PAPER_TREE.nodes) if limit is None or PAPER_TREE.depth <= limit else None
