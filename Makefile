@@ -3,8 +3,9 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
-# One test process per core of a 2-core machine (pytest-xdist); PYTEST="-q -n 0" runs them all in one.
-PYTEST ?= -q -n 2
+# One test process per core of a 2-core machine (pytest-xdist; worksteal: an idle process takes queued
+# tests from the busy one, so the few long tests do not leave one core waiting); PYTEST="-q -n 0" runs them all in one.
+PYTEST ?= -q -n 2 --dist worksteal
 
 .PHONY: setup test reproduce clean-venv
 
