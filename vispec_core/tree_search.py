@@ -113,7 +113,7 @@ def tau_needed(row: dict, vanilla_token_s: float, speedup: float) -> float:
 def ceiling(row: dict, vanilla_token_s: float) -> float:
     """A candidate row's speedup if its longest path were always accepted (tau = depth, or the nodes
     after the root where there are fewer)."""
-    longest = min(row["depth"], row["total_tokens"] - 1)
+    longest = min(row["depth"], row["nodes"] - 1)
     return (longest + 1) * vanilla_token_s / (row["draft_s"] + row["extend_s"] + row["verify_s"])
 
 
@@ -307,9 +307,9 @@ def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_
         draft_s = statistics.median(cal.draft_times[(c.depth, c.top_k)])
         verify_s = interpolate(curve, c.nodes)
         cycle = draft_s + extend + verify_s
-        rows.append(dict(asdict(c), label=c.label, nodes=c.nodes, tau=tau, draft_s=draft_s, extend_s=extend,
-                         verify_s=verify_s, tokens_per_s=(tau + 1) / cycle, speedup=(tau + 1) * vanilla / cycle,
-                         ceiling_speedup=(min(c.depth, c.total_tokens - 1) + 1) * vanilla / cycle))
+        row = dict(asdict(c), label=c.label, nodes=c.nodes, tau=tau, draft_s=draft_s, extend_s=extend,
+                   verify_s=verify_s, tokens_per_s=(tau + 1) / cycle, speedup=(tau + 1) * vanilla / cycle)
+        rows.append(dict(row, ceiling_speedup=ceiling(row, vanilla)))
     rows.sort(key=lambda r: -r["tokens_per_s"])
     paper = next(r for r in rows if (r["depth"], r["top_k"]) == (PAPER_TREE.depth, PAPER_TREE.top_k)
                  and r["nodes"] == PAPER_TREE.nodes) if limit is None or PAPER_TREE.depth <= limit else None

@@ -5,9 +5,10 @@ linearly with n, and the alternative, an fp32 copy of the weight, reads twice th
 reads the bf16 weight once, widens it in registers (a bf16 is the top half of an fp32) and multiplies
 it by up to 6 rows at a time: a 6 x 16 register tile, BLIS's shape for AVX2. The weight is repacked
 once (`pack`) into blocks of 16 output columns, k-major, so each step loads 16 weights of one input
-column and the widening is two unpacks; the rows are broadcast from the fp32 input. A lone row (a decode step, the
-row left after 6-row tiles) spans 4 blocks at once, so its FMAs do not wait on each other. Products
-are exact in fp32 and summed in fp32 in input order, as the fp32 copy's product is (in another order).
+column and the widening is two unpacks; the rows are broadcast from the fp32 input. A lone row (a
+decode step, the row left after 6-row tiles) spans 4 blocks at once, so its FMAs do not wait on each
+other. Products are exact in fp32 and summed in fp32 in input order, as the fp32 copy's product is
+(in another order).
 
 The kernel is C++ built once per machine with torch's `load_inline` (needs `ninja`, a dependency, and
 a C++ compiler) into $VISPEC_CACHE/kernels; `available()` is False where it cannot be built or the CPU
