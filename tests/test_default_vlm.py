@@ -2,6 +2,7 @@
 build and its committed checkpoint, and clear errors. About a minute on 2 CPU cores."""
 import importlib.util
 import os
+import warnings
 
 import pytest
 import torch
@@ -144,7 +145,8 @@ def _fp32_target():
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
 @pytest.mark.parametrize("kind", ["vispec", "eagle2", "medusa"])
 def test_shipped_drafts_fit_are_exact_and_trained(kind):
-    """The drafts under data/drafts/default/ load onto the default target, stay token-identical to
+    """The drafts under data/drafts/default/ load onto the default target (trained against its
+    committed projector: no warning), stay token-identical to
     vanilla greedy (fp32), and accept draft tokens on a held-out caption (a random draft accepts ~0),
     so a broken or untrained checkpoint fails here."""
     from vispec_core import load_draft
@@ -158,7 +160,11 @@ def test_shipped_drafts_fit_are_exact_and_trained(kind):
     p = task_prompts("caption", 1, 0)[0]
     inputs = tgt.prepare(p.prompt, p.images)
     vanilla, _ = decode_vanilla(tgt, inputs, 24)
-    spec, stats = decode_speculative(tgt, load_draft(kind, tgt), inputs, 24, total_tokens=12, depth=3, top_k=4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        draft = load_draft(kind, tgt)
+    assert not [w for w in seen if "trained against" in str(w.message)], "retrain the drafts for this projector"
+    spec, stats = decode_speculative(tgt, draft, inputs, 24, total_tokens=12, depth=3, top_k=4)
     assert spec == vanilla
     assert stats["tau"] > 0.2, stats["accept_lengths"]
 

@@ -2,6 +2,7 @@
 target checks, and the ViSpec pieces (compression, positions, injection, several images, video)."""
 import functools
 import types
+import warnings
 
 import pytest
 import torch
@@ -207,6 +208,24 @@ def test_wrong_target_fails_clearly(photos, tmp_path):
     smaller = types.SimpleNamespace(describe=lambda: {**llava.describe(), "hidden_size": 32})
     with pytest.raises(ValueError, match="'hidden_size': 64.*'hidden_size': 32"):
         load_draft("random:medusa", llava).attach(smaller)
+
+
+def test_a_draft_meeting_other_weights_of_its_target_warns(tmp_path, monkeypatch):
+    llava = tiny_target("llava_next")
+    monkeypatch.setattr(llava, "weights_id", lambda images=True: "lm+projector:new" if images else "lm")
+    messages = {}
+    for recorded, warns in (("lm+projector:old", True), ("lm+projector:new", False), ("lm", False), ("", False)):
+        draft = load_draft("random:eagle2", llava)
+        draft.config.target_weights = recorded
+        draft.save_pretrained(tmp_path / str(warns) / recorded)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            loaded = load_draft(str(tmp_path / str(warns) / recorded), llava)
+        assert loaded.config.target_weights == recorded
+        messages[recorded] = [str(w.message) for w in seen if "trained against" in str(w.message)]
+        assert len(messages[recorded]) == warns, (recorded, messages[recorded])
+    said = messages["lm+projector:old"][0]
+    assert "lm+projector:old" in said and "lm+projector:new" in said and "lossless" in said
 
 
 def test_random_drafts_are_seed_deterministic_and_shipped_ones_explain_absence(tmp_path):

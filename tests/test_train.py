@@ -45,14 +45,22 @@ def weights(folder):
     return load_file(str(Path(folder) / "model.safetensors"))
 
 
-def test_trained_draft_beats_its_untrained_self_on_held_out_samples(world):
+def named_weights(monkeypatch, target):
+    """Give the tiny target weights_id values like the default VLM's (LM name, + projector with images)."""
+    monkeypatch.setattr(target, "weights_id", lambda images=True: "tiny+projector:1" if images else "tiny")
+
+
+def test_trained_draft_beats_its_untrained_self_on_held_out_samples(world, monkeypatch):
     t, root = world["target"], world["root"]
+    named_weights(monkeypatch, t)
     c = TrainConfig(target=SPEC, kind="vispec", data=str(root / "text"), out=str(root / "run"), stage=1,
                     batch_size=4, epochs=3, lr=1e-3)
     held_out = Examples(t, load_synthesized(root / "held_out"), 512)
     before = evaluate(build_draft(c.resolved(), t), t, held_out, range(6), "vispec", unroll=1)
     final = train(c, target=t, progress=False)
-    after = evaluate(load_draft(str(final), t), t, held_out, range(6), "vispec", unroll=1)
+    trained = load_draft(str(final), t)
+    assert trained.config.target_weights == "tiny"              # text only: any projector's
+    after = evaluate(trained, t, held_out, range(6), "vispec", unroll=1)
     assert after["ce"][0] < before["ce"][0] - 0.3 and after["ce"][1] < before["ce"][1] - 0.3   # both steps learn
     log = read_log(root / "run")
     assert len(log) == 18 and log[-1]["lr"] == 0.0
@@ -130,8 +138,9 @@ def test_two_processes_follow_one_process(world):
     assert max(float((a[k] - init[k].float()).abs().max()) for k in a) > 1e-4
 
 
-def test_stage_2_starts_from_the_stage_1_draft(world, tmp_path):
+def test_stage_2_starts_from_the_stage_1_draft(world, tmp_path, monkeypatch):
     t, root = world["target"], world["root"]
+    named_weights(monkeypatch, t)
     stage1 = load_draft("random:vispec", t, seed=5)
     stage1.save_pretrained(tmp_path / "stage1")
     data = f"{root / 'vqa'},{root / 'held_out'}"       # several folders train as one dataset: 8 + 6 samples
@@ -139,8 +148,9 @@ def test_stage_2_starts_from_the_stage_1_draft(world, tmp_path):
                     batch_size=4, epochs=1, init=str(tmp_path / "stage1"))
     start = build_draft(c.resolved(), t).state_dict()
     assert all(torch.equal(v, stage1.state_dict()[k].float()) for k, v in start.items())
-    train(c, target=t, progress=False)
+    final = train(c, target=t, progress=False)
     assert len(read_log(tmp_path / "s2")) == 14 // 4
+    assert load_draft(str(final), t).config.target_weights == "tiny+projector:1"    # learned the vision path
     with pytest.raises(ValueError, match="holds a vispec draft, not a medusa one"):
         build_draft(TrainConfig(**{**c.__dict__, "kind": "medusa"}).resolved(), t)
 

@@ -432,6 +432,11 @@ def check_weights(spec, target) -> None:
                              "synthesize the data again with this target (or load the target that wrote it).")
 
 
+def data_has_images(spec) -> bool:
+    """Whether any dataset of spec has images: a draft trained on it learned the target's vision path too."""
+    return any(settings_of(out)["settings"]["source"] != "text" for out in folders(spec))
+
+
 def settings_of(out) -> dict:
     return json.loads((Path(out) / MANIFEST).read_text())
 

@@ -350,7 +350,7 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from .data import check_weights, folders, load_synthesized, settings_of
+    from .data import check_weights, data_has_images, folders, load_synthesized, settings_of
 
     c = config.resolved()
     out = Path(c.out)
@@ -454,7 +454,9 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     bar.close()
     final = out / "draft"
     if step >= last_step and main:
-        accelerator.unwrap_model(model).save_pretrained(final)
+        done = accelerator.unwrap_model(model)
+        done.config.target_weights = target.weights_id(images=data_has_images(c.data))
+        done.save_pretrained(final)
     accelerator.wait_for_everyone()
     return final
 

@@ -55,6 +55,7 @@ def load_draft(spec: str, target, seed: int = 0, **overrides) -> DraftModel:
                                     "with a saved draft (config.json + model.safetensors).")
     config = DraftConfig.from_pretrained(path)
     config.check_target(target)                  # before any weight is read
+    config.check_weights(target)
     model = DraftModel._kinds[config.kind].from_pretrained(path, config=config, dtype=target.dtype)
     return model.to(target.device).eval().attach(target)
 

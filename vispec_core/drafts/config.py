@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 from transformers import AutoConfig, PreTrainedConfig
 
@@ -16,6 +17,9 @@ class DraftConfig(PreTrainedConfig):
     """One config for every draft kind.
 
     family / hidden_size / vocab_size: the target's `describe()`; a draft refuses another target.
+    target_weights: the `Target.weights_id` the draft was trained against (empty: unknown). The same
+    family with other weights (e.g. the default VLM with another projector) still fits and stays
+    lossless, but its hidden states are not the ones the draft learned, so loading it there warns.
     draft_vocab: None (the target's full vocabulary) or the token ids the draft scores (EAGLE-3's
     reduced draft vocabulary, e.g. `frequent_tokens` of the training answers); saved here, while
     the LM head rows are rebuilt from the target at attach.
@@ -29,6 +33,7 @@ class DraftConfig(PreTrainedConfig):
     family: str = ""
     hidden_size: int = 0
     vocab_size: int = 0
+    target_weights: str = ""
     mirrored_layer: dict | None = None
     layer_class: str = ""                 # e.g. transformers.models.llama.modeling_llama.LlamaDecoderLayer
     rotary_class: str = ""
@@ -91,6 +96,15 @@ class DraftConfig(PreTrainedConfig):
         if mine != theirs:
             raise ValueError(f"This {self.kind} draft was built for target {mine}, not for the loaded "
                              f"target {theirs}; load or train a draft for this target.")
+
+    def check_weights(self, target) -> None:
+        """Warn when a saved draft meets other weights of its target than it was trained against."""
+        now = {target.weights_id(images=True), target.weights_id(images=False)}
+        if self.target_weights and "" not in now and self.target_weights not in now:
+            warnings.warn(f"This {self.kind} draft was trained against target weights {self.target_weights}, "
+                          f"but the loaded target has {target.weights_id()}. Decoding stays lossless, but expect "
+                          "fewer accepted tokens; train a draft on this target's answers for its speed.",
+                          stacklevel=3)
 
 
 def _path(cls: type) -> str:
