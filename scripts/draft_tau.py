@@ -28,6 +28,7 @@ from vispec_core.tree_search import calibrate, estimate_tau, parse_tree    # noq
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", default="default")
+    p.add_argument("--projector", default=None, help="the default target with this projector checkpoint instead")
     p.add_argument("--drafts", required=True, help="comma-separated load_draft specs")
     p.add_argument("--trees", default="4/2/2,30/3/8", help="comma-separated total_tokens/depth/top_k")
     p.add_argument("--tasks", default="all")
@@ -39,7 +40,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    target = load_target(a.target)
+    if a.projector:
+        from vispec_core.targets.default_vlm import load_default_target
+        if a.target != "default":
+            p.error("--projector applies to --target default only")
+        target = load_default_target(projector=a.projector)
+    else:
+        target = load_target(a.target)
     trees = [parse_tree(t) for t in a.trees.split(",")]
     prompts = [q for k in parse_tasks(a.tasks) for q in task_prompts(k, a.n_prompts, a.seed)]
     rows = []
@@ -55,7 +62,8 @@ def main(argv=None) -> int:
             print(f"{spec}  {tree.label}: tau {tau:.3f} over {rows[-1]['cycles']} cycles", flush=True)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(dict(target=a.target, temperature=a.temperature, tokens=a.tokens,
+        Path(a.out).write_text(json.dumps(dict(target=a.target, projector=a.projector,
+                                               target_weights=target.weights_id(), temperature=a.temperature, tokens=a.tokens,
                                                prompts=[q.prompt_id for q in prompts], rows=rows), indent=1))
     return 0
 

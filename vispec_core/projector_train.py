@@ -415,7 +415,7 @@ def see_questions(n: int, seed: int = 0) -> list[tuple[str, str, int]]:
 def evaluate_see(vlm: dv.DefaultVLM, n: int = 200, batch: int = 16, blank: bool = False, seed: int = 0) -> dict:
     """Accuracy on easy-vqa shape / colour questions: the first shape (colour) named must be the answer."""
     qs = see_questions(n, seed)
-    feats, right = {}, {"shape": [], "color": []}
+    feats, right, said = {}, {"shape": [], "color": []}, {}
     blank_feat = vlm.encode_images(dv.preprocess([Image.new("RGB", (64, 64), "white")]))[0] if blank else None
     for b in range(0, len(qs), batch):
         part = qs[b:b + batch]
@@ -427,9 +427,13 @@ def evaluate_see(vlm: dv.DefaultVLM, n: int = 200, batch: int = 16, blank: bool 
         for (q, a, _), o in zip(part, outs):
             kind = "shape" if a in EVQA_SHAPES else "color"
             names = EVQA_SHAPES if kind == "shape" else EVQA_COLORS
-            right[kind].append(_first(vlm.tokenizer.decode(o), names) == a)
+            named = _first(vlm.tokenizer.decode(o), names)
+            right[kind].append(named == a)
+            said.setdefault(a, []).append(named)
     return {k: round(sum(v) / max(1, len(v)), 4) for k, v in right.items()} | {
-        "n_shape": len(right["shape"]), "n_color": len(right["color"]), "blank": blank}
+        "n_shape": len(right["shape"]), "n_color": len(right["color"]), "blank": blank,
+        "per_answer": {a: f"{v.count(a)}/{len(v)}" for a, v in sorted(said.items())},
+        "confusions": {f"{a}->{b}": v.count(b) for a, v in sorted(said.items()) for b in sorted(set(v) - {a}, key=str)}}
 
 
 def grounding(text: str, facts: dict) -> dict:
