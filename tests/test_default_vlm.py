@@ -100,6 +100,10 @@ def test_committed_projector_sees(target):
     vlm = target.vlm if many_rows_dtype() == target.dtype else _fp32_target().vlm    # batched: see packed.py
     res = pt.evaluate_see(vlm, n=32, batch=16)
     assert res["shape"] >= 0.85 and res["color"] >= 0.55, res
+    right, asked = (sum(int(v.split("/")[i]) for v in res["per_answer"].values()) for i in (0, 1))
+    assert asked == res["n_shape"] + res["n_color"] == 32
+    assert right == round(res["shape"] * res["n_shape"] + res["color"] * res["n_color"])
+    assert sum(res["confusions"].values()) == asked - right
 
 
 def test_mismatched_projector_is_refused(tmp_path):
