@@ -99,10 +99,10 @@ class DraftConfig(PreTrainedConfig):
 
     def check_weights(self, target) -> None:
         """Warn when a saved draft meets other weights of its target than it was trained against."""
-        now = {target.weights_id(images=True), target.weights_id(images=False)}
-        if self.target_weights and "" not in now and self.target_weights not in now:
+        seen, unseen = target.weights_id(images=True), target.weights_id(images=False)
+        if self.target_weights and seen and unseen and self.target_weights not in (seen, unseen):
             warnings.warn(f"This {self.kind} draft was trained against target weights {self.target_weights}, "
-                          f"but the loaded target has {target.weights_id()}. Decoding stays lossless, but expect "
+                          f"but the loaded target has {seen}. Decoding stays lossless, but expect "
                           "fewer accepted tokens; train a draft on this target's answers for its speed.",
                           stacklevel=3)
 
