@@ -91,6 +91,30 @@ def test_projector_smoke_build(tmp_path):
     torch.testing.assert_close(fresh.linear_2.weight, vlm.projector.linear_2.weight)
 
 
+def test_color_weight_weighs_the_colour_tokens():
+    """`color_at` marks the tokens that name the image's colours, and `color_weight` w turns the
+    per-sample mean into (S_other + w S_colour) / (n_other + w n_colour)."""
+    vlm, _, feats = pt.smoke_setup()
+    tok = vlm.tokenizer
+    ids, heavy = pt.color_tokens(tok, "No. The teal shape is on a white background, not red.", {"teal", "white"})
+    assert "".join(tok.decode([ids[j]]) for j in heavy).split() == ["teal", "white"]
+    facts = {"kind": "evqa", "color": "teal", "shape": "circle"}
+    rng = __import__("random").Random(0)
+    q, a = next((q, a) for q, a in iter(lambda: pt.easyvqa_short(facts, rng, 0.0), None) if "teal" in a)
+    p = dv.prompt_ids(tok, q + pt.SHORT, 1)
+    a_ids, heavy = pt.color_tokens(tok, a, pt.image_colors(facts))
+    s = {"key": "evqa-0", "ids": p + a_ids + [tok.convert_tokens_to_ids("<|im_end|>")], "n_prompt": len(p),
+         "color_at": [len(p) + j for j in heavy]}
+    n, n_c = len(s["ids"]) - s["n_prompt"], len(s["color_at"])
+    assert 0 < n_c < n
+    with torch.no_grad():
+        mean, colour = (pt.loss_on(vlm, [s], feats, color_weight=w).item() for w in (1.0, 1e9))
+        w3 = pt.loss_on(vlm, [s], feats, color_weight=3.0).item()
+    s_other = mean * n - colour * n_c
+    assert w3 == pytest.approx((s_other + 3 * colour * n_c) / (n - n_c + 3 * n_c), rel=1e-4)
+    assert abs(w3 - mean) > 1e-3
+
+
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
 def test_committed_projector_sees(target):
     """The committed projector answers easy-vqa shape and colour questions (fixed subset) well above

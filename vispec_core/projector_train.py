@@ -225,21 +225,42 @@ def write_long_answers(lm, tokenizer, items: list[dict], path: Path, batch: int 
 
 
 # -- training samples ----------------------------------------------------------------------
+def image_colors(facts: dict) -> set[str]:
+    """Every colour name that is true of the image: its objects', its text's and its background's."""
+    if facts["kind"] == "evqa":
+        return {facts["color"], "white"}
+    words = set(facts["background"].split()) | ({facts["text"]["color"]} if facts["text"] else set())
+    return {o["color"] for o in facts["objects"]} | {w for w in words if w in sc.COLORS or w == "white"}
+
+
+def color_tokens(tokenizer, answer: str, colors: set[str]) -> tuple[list[int], list[int]]:
+    """(answer ids, indices of the ids that spell one of `colors` as a word)."""
+    enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    spans = [m.span() for c in colors for m in re.finditer(rf"\b{c}\b", answer, re.IGNORECASE)]
+    heavy = [j for j, (a, b) in enumerate(enc["offset_mapping"]) if any(a < e and s < b for s, e in spans)]
+    return enc["input_ids"], heavy
+
+
 def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, tokenizer, seed: int = 0,
-                  max_answer_tokens: int = 128, short_per_image: int = 1, p_shape: float = 0.4) -> list[dict]:
-    """Tokenised samples {key, ids, n_prompt}: short VQA answers for every image plus the long
-    answers written so far, cut to max_answer_tokens (a cut answer gets no `<|im_end|>`, so the model
-    learns to go on, not to stop)."""
+                  max_answer_tokens: int = 128, short_per_image: int = 1, p_shape: float = 0.4,
+                  facts: dict[str, dict] | None = None) -> list[dict]:
+    """Tokenised samples {key, ids, n_prompt, color_at}: short VQA answers for every image plus the
+    long answers written so far, cut to max_answer_tokens (a cut answer gets no `<|im_end|>`, so the
+    model learns to go on, not to stop). `color_at` lists the positions in `ids` of the tokens that
+    name a true colour of the image (long answers: when `facts` maps their keys), for `loss_on`'s
+    colour weight."""
     rng = random.Random(seed)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    facts_of = dict(sources) | (facts or {})
     out = []
 
     def add(key, prompt, answer, complete, short=False):
         p = dv.prompt_ids(tokenizer, prompt + (SHORT if short else ""), 1)
-        a = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        a, heavy = color_tokens(tokenizer, answer, image_colors(facts_of[key]) if key in facts_of else set())
         if len(a) > max_answer_tokens:
             a, complete = a[:max_answer_tokens], False
-        out.append({"key": key, "ids": p + a + ([eos] if complete else []), "n_prompt": len(p)})
+        out.append({"key": key, "ids": p + a + ([eos] if complete else []), "n_prompt": len(p),
+                    "color_at": [len(p) + j for j in heavy if j < len(a)]})
 
     for key, facts in sources:
         for _ in range(short_per_image):
@@ -283,8 +304,11 @@ def batches(samples: list[dict], batch: int, seed: int, epoch: int) -> list[list
 
 
 def loss_on(vlm: dv.DefaultVLM, samples: list[dict], feats: dict[str, torch.Tensor],
-            eos_unlikelihood: float = 0.0) -> torch.Tensor:
-    """Cross-entropy of the answer tokens given image + prompt (right padding), averaged per sample.
+            eos_unlikelihood: float = 0.0, color_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of the answer tokens given image + prompt (right padding), averaged per sample;
+    the tokens that name a true colour of the image (`color_at`) weigh `color_weight` times the others
+    in that average (in "The circle is teal." the colour is the one token the image decides, but it is
+    one of six in the loss).
     With eos_unlikelihood > 0, plus that weight times the mean of -log(1 - p(`<|im_end|>`)) over every
     answer position whose next token is not the end (Welleck et al.'s unlikelihood loss): the frozen
     LM's habit of ending its turn after one sentence is pushed down where the answer goes on."""
@@ -305,8 +329,14 @@ def loss_on(vlm: dv.DefaultVLM, samples: list[dict], feats: dict[str, torch.Tens
     logp = F.log_softmax(vlm.lm.lm_head(hidden[sel]).float(), -1)    # only where there is a label
     labels = target[sel]
     ce = -logp.gather(1, labels[:, None])[:, 0]
+    weight = torch.ones(len(samples), T)
+    if color_weight != 1.0:
+        for r, s in enumerate(samples):
+            weight[r, [t - 1 for t in s.get("color_at", [])]] = color_weight   # position t-1 predicts t
+    w = weight[sel]
     row = sel.nonzero()[:, 0]                               # each sample weighs the same, long or short
-    per_sample = torch.zeros(len(samples)).index_add(0, row, ce) / sel.sum(1).clamp(min=1)
+    per_sample = torch.zeros(len(samples)).index_add(0, row, ce * w) / \
+        torch.zeros(len(samples)).index_add(0, row, w).clamp(min=1e-6)
     loss = per_sample.mean()
     if eos_unlikelihood:
         eos = vlm.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -325,7 +355,7 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def train(vlm: dv.DefaultVLM, samples: list[dict], feats: dict, work: Path, steps: int, batch: int = 8,
           lr: float = 1.5e-3, warmup: int = 20, seed: int = 0, save_every: int = 10, max_minutes: float = 0,
-          eos_unlikelihood: float = 0.0, log=print) -> int:
+          eos_unlikelihood: float = 0.0, color_weight: float = 1.0, log=print) -> int:
     """Train the projector only; resumes from work/checkpoint.pt. With max_minutes, the step count
     is cut after the first steps to what fits that time (on a shared CPU), and kept on resume.
     Returns the number of steps trained."""
@@ -350,7 +380,7 @@ def train(vlm: dv.DefaultVLM, samples: list[dict], feats: dict, work: Path, step
         part = [samples[j] for j in batches(samples, batch, seed, epoch)[i]]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, lr, warmup)
-        loss = loss_on(vlm, part, feats, eos_unlikelihood)
+        loss = loss_on(vlm, part, feats, eos_unlikelihood, color_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(proj.parameters(), 1.0)
@@ -527,6 +557,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--eos-unlikelihood", type=float, default=0.0,
                     help="weight of -log(1 - p(end of turn)) where the answer goes on (see loss_on)")
+    ap.add_argument("--color-weight", type=float, default=1.0,
+                    help="weight of the tokens that name a true colour of the image, vs 1 for the others")
     ap.add_argument("--see-n", type=int, default=200)
     ap.add_argument("--long-n", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -562,13 +594,14 @@ def main(argv=None):
         feats = load_features(work / "features")
         samples = build_samples([s for s in sources if s[0] in feats], None, vlm.tokenizer, a.seed + a.phase,
                                 short_per_image=a.short_per_image, p_shape=a.p_shape)
-        long = build_samples([], work / "answers.jsonl", vlm.tokenizer, a.seed, a.max_answer_tokens)
+        long = build_samples([], work / "answers.jsonl", vlm.tokenizer, a.seed, a.max_answer_tokens,
+                             facts=dict(sources))
         samples += [s for s in long if s["key"] in feats] * a.long_repeat
         log(f"{len(samples)} samples ({len(long)} long x{a.long_repeat}), {len(feats)} images")
         steps = train(vlm, samples, feats, work / f"phase{a.phase}" if a.phase else work, a.steps, a.batch, a.lr, a.warmup, a.seed, max_minutes=a.max_minutes,
-                      eos_unlikelihood=a.eos_unlikelihood, log=log)
+                      eos_unlikelihood=a.eos_unlikelihood, color_weight=a.color_weight, log=log)
         meta = {"phase": a.phase, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
-                "eos_unlikelihood": a.eos_unlikelihood, "dtype": str(work_dtype).removeprefix("torch."),
+                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "dtype": str(work_dtype).removeprefix("torch."),
                 "command": "python -m vispec_core.projector_train " + " ".join(argv or __import__("sys").argv[1:])}
         dv.save_projector(vlm.projector, a.out, meta)
         timings["train_s"] = time.time() - t
