@@ -467,7 +467,9 @@ def evaluate_see(vlm: dv.DefaultVLM, n: int = 200, batch: int = 16, blank: bool 
 
 
 def grounding(text: str, facts: dict) -> dict:
-    """Colours and shapes named in the first two sentences vs the image's facts."""
+    """Colours and shapes named in the first two sentences vs the image's facts: `colors_ok` when
+    they name a true colour and no false one (strict: naming none fails), `no_wrong_colors` when they
+    name no false one (naming none passes); the same for shapes."""
     head = " ".join(re.split(r"(?<=[.!?])\s+", text.strip())[:2]).lower()
     if facts["kind"] == "evqa":
         colors, shapes = {facts["color"]}, {facts["shape"]}
@@ -478,8 +480,10 @@ def grounding(text: str, facts: dict) -> dict:
         bg = set(facts["background"].split()) | ({facts["text"]["color"]} if facts["text"] else set())
     named_c = {c for c in sc.COLORS if re.search(rf"\b{c}\b", head)}
     named_s = {s for s in sc.SHAPES + ("square",) if re.search(rf"\b{s}s?\b", head)}
-    return {"colors_ok": bool(named_c & colors) and not (named_c - colors - bg),
-            "shapes_ok": bool(named_s & shapes) and not (named_s - shapes - {"square"}),
+    wrong_c, wrong_s = named_c - colors - bg, named_s - shapes - {"square"}
+    return {"colors_ok": bool(named_c & colors) and not wrong_c,
+            "shapes_ok": bool(named_s & shapes) and not wrong_s,
+            "no_wrong_colors": not wrong_c, "no_wrong_shapes": not wrong_s,
             "named_colors": sorted(named_c), "named_shapes": sorted(named_s)}
 
 
@@ -509,7 +513,9 @@ def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, bat
     lengths = sorted(r["tokens"] for r in records)
     return {"median_tokens": float(np.median(lengths)), "lengths": lengths,
             "colors_ok": sum(r["colors_ok"] for r in records) / len(records),
-            "shapes_ok": sum(r["shapes_ok"] for r in records) / len(records), "records": records}
+            "shapes_ok": sum(r["shapes_ok"] for r in records) / len(records),
+            "no_wrong_colors": sum(r["no_wrong_colors"] for r in records) / len(records),
+            "no_wrong_shapes": sum(r["no_wrong_shapes"] for r in records) / len(records), "records": records}
 
 
 def evaluate_speed(target, max_new_tokens: int = 128) -> dict:
@@ -615,7 +621,8 @@ def main(argv=None):
         blank = evaluate_see(vlm, a.see_n, blank=True)
         log(f"see, blank image {blank}")
         long = evaluate_long(vlm, a.long_n)
-        log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}")
+        log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}, "
+            f"no wrong colour {long['no_wrong_colors']}, no wrong shape {long['no_wrong_shapes']}")
         speed = evaluate_speed(dv.load_default_target(projector=a.out))     # the bf16 target users get
         log(f"vanilla decoder: {speed['tokens_per_s']:.1f} tokens/s")
         timings["eval_s"] = time.time() - t
