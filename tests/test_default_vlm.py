@@ -99,12 +99,9 @@ def test_color_weight_weighs_the_colour_tokens():
     ids, heavy = pt.color_tokens(tok, "No. The teal shape is on a white background, not red.", {"teal", "white"})
     assert "".join(tok.decode([ids[j]]) for j in heavy).split() == ["teal", "white"]
     facts = {"kind": "evqa", "color": "teal", "shape": "circle"}
-    rng = __import__("random").Random(0)
-    q, a = next((q, a) for q, a in iter(lambda: pt.easyvqa_short(facts, rng, 0.0), None) if "teal" in a)
-    p = dv.prompt_ids(tok, q + pt.SHORT, 1)
-    a_ids, heavy = pt.color_tokens(tok, a, pt.image_colors(facts))
-    s = {"key": "evqa-0", "ids": p + a_ids + [tok.convert_tokens_to_ids("<|im_end|>")], "n_prompt": len(p),
-         "color_at": [len(p) + j for j in heavy]}
+    samples = pt.build_samples([("evqa-0", facts)], None, tok, short_per_image=8, p_shape=0.0)
+    s = next(s for s in samples if s["color_at"])
+    assert tok.decode([s["ids"][t] for t in s["color_at"]]).strip() == "teal"
     n, n_c = len(s["ids"]) - s["n_prompt"], len(s["color_at"])
     assert 0 < n_c < n
     with torch.no_grad():
