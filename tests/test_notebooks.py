@@ -90,6 +90,8 @@ def check_default_target(results):
     assert checks.loc["Parity: max |logit diff| (fp32)", "measured"] <= 1e-4
     for row in ("See: shape accuracy", "See: colour accuracy"):
         assert 0 <= checks.loc[row, "measured"] <= 1 and 0 <= float(checks.loc[row, "blank_image"]) <= 1
+    for row in ("Write long: colours grounded", "Write long: no false colour named", "Write long: no false shape named"):
+        assert 0 <= checks.loc[row, "measured"] <= 1
     assert checks.loc["Vanilla decoder tokens/s", "measured"] > 0
 
 
