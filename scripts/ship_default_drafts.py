@@ -3,6 +3,9 @@ results/raw/train_logs/, where load_draft and notebook 03 find them. The runs ar
 data/drafts/default/README.md.
 
     python scripts/ship_default_drafts.py --runs ~/.cache/vispec/runs/default
+
+A run folder without stage-1 runs (stage 2 continued from the shipped drafts, as for the phase-7
+projector) ships the stage-2 drafts and logs and leaves the shipped stage-1 logs as they are.
 """
 from __future__ import annotations
 
@@ -34,8 +37,10 @@ def main(argv=None) -> int:
         if not (a.runs / stage2 / "draft" / "config.json").is_file():
             print(f"{name}: no finished run at {a.runs / stage2}, skipped")
             continue
-        if stage1:
+        if stage1 and (a.runs / stage1).is_dir():
             export_train_log(a.runs / stage1, a.logs, name, 1, notebook="scripts/ship_default_drafts.py")
+        elif stage1:      # stage 2 warm-started from a shipped draft: the stage-1 log already shipped stays
+            print(f"{name}: no stage-1 run at {a.runs / stage1}; {a.logs} keeps the stage-1 log it has")
         export_train_log(a.runs / stage2, a.logs, name, 2, notebook="scripts/ship_default_drafts.py")
         dest = ship_draft(a.runs / stage2 / "draft", target, draft_dir("default", plan[name]))
         size = sum(f.stat().st_size for f in dest.iterdir())
