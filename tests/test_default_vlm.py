@@ -115,12 +115,11 @@ def test_color_weight_weighs_the_colour_tokens():
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
 def test_committed_projector_sees(target):
     """The committed projector answers easy-vqa shape and colour questions (fixed subset) well above
-    chance (shape 1/3, colour 1/8; a blank image scores about that). The bounds sit below the
-    checkpoint's own figures on 120 questions (shape 1.00, colour 0.83), not at the issue's goal of
-    0.90 for colour, which it does not reach yet."""
+    chance (shape 1/3, colour 1/8; a blank image scores about that). Phase 7 answers all 32 right in
+    fp32 (0.926 colour on 400: data/default_vlm/README.md); the bounds allow two colour misses of 14."""
     vlm = target.vlm if many_rows_dtype() == target.dtype else _fp32_target().vlm    # batched: see packed.py
     res = pt.evaluate_see(vlm, n=32, batch=16)
-    assert res["shape"] >= 0.85 and res["color"] >= 0.55, res
+    assert res["shape"] >= 0.9 and res["color"] >= 0.85, res
     right, asked = (sum(int(v.split("/")[i]) for v in res["per_answer"].values()) for i in (0, 1))
     assert asked == res["n_shape"] + res["n_color"] == 32
     assert right == round(res["shape"] * res["n_shape"] + res["color"] * res["n_color"])
