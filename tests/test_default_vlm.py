@@ -112,6 +112,23 @@ def test_color_weight_weighs_the_colour_tokens():
     assert abs(w3 - mean) > 1e-3
 
 
+
+def test_grounding_reads_only_the_first_two_sentences():
+    """`grounded` needs a true colour or shape named and nothing false; background colours are neither."""
+    evqa = {"kind": "evqa", "color": "teal", "shape": "circle"}
+    assert pt.grounding("A teal circle. It is round. A red square follows.", evqa)["grounded"]
+    assert pt.grounding("It is a circle. Nothing else.", evqa)["grounded"]
+    assert not pt.grounding("It is a shape. It has no colour named.", evqa)["grounded"]
+    assert not pt.grounding("A teal circle. Next to a red one.", evqa)["grounded"]
+    facts = {"kind": "scene", **sc.sample_scene(3).to_dict()}         # a red circle on dark gray
+    first = facts["objects"][0]
+    g = pt.grounding("A red circle on gray. Yes.", facts)
+    assert g["grounded"] and g["colors_ok"] and g["named_colors"] == ["gray", "red"]
+    false = next(c for c in sc.COLORS if c not in {o["color"] for o in facts["objects"]}
+                 and c not in facts["background"].split() and not (facts["text"] and facts["text"]["color"] == c))
+    assert pt.grounding(f"There is a {first['color']} {first['shape']}. Fine.", facts)["grounded"]
+    assert not pt.grounding(f"There is a {false} {first['shape']}. Fine.", facts)["grounded"]
+
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
 def test_committed_projector_sees(target):
     """The committed projector answers easy-vqa shape and colour questions (fixed subset) well above
