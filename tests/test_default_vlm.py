@@ -211,18 +211,25 @@ def test_shipped_drafts_fit_are_exact_and_trained(kind):
 
 
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
-def test_bf16_speculative_equals_vanilla_with_fused_layers(target):
-    """In bf16 on a CPU without bf16 arithmetic ("widen" form with fused_layer.py's layers) a token's
-    hidden state does not depend on the tokens verified beside it, so speculative decoding emits
-    vanilla's greedy tokens bitwise, near-ties included (with PyTorch's ops instead, all three trees
-    leave vanilla's path on this prompt within 64 tokens: session 11)."""
+def test_bf16_speculative_equals_vanilla_with_fused_layers(target, monkeypatch):
+    """In bf16 in the "widen" form with fused_layer.py's layers (the default on a CPU without bf16
+    arithmetic, VISPEC_CPU_FORM=widen on one with it) a token's hidden state does not depend on the
+    tokens verified beside it, so speculative decoding emits vanilla's greedy tokens bitwise, near-ties
+    included (with PyTorch's ops instead, all three trees leave vanilla's path on this prompt within
+    64 tokens: session 11)."""
     from vispec_core import load_draft
     from vispec_core.decode import decode_speculative, decode_vanilla
+    from vispec_core.targets import few_rows
     from vispec_core.tasks import task_prompts
 
     packs = target.packed_weights()
     if packs is None or not target.fused_layers(packs):
-        pytest.skip("the fused layers run only in the 'widen' form (an AVX2 CPU without bf16 arithmetic)")
+        if not few_rows.available():
+            pytest.skip("the fused layers need the few-rows AVX2 kernel, not built here")
+        monkeypatch.setenv("VISPEC_CPU_FORM", "widen")
+        target = dv.load_default_target()
+        packs = target.packed_weights()
+        assert packs.mode == "widen" and target.fused_layers(packs)
     p = task_prompts("vqa", 1, seed=0)[0]
     inputs = target.prepare(p.prompt, p.images)
     vanilla, _ = decode_vanilla(target, inputs, 64)

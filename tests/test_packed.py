@@ -73,6 +73,28 @@ def test_packing_only_where_it_helps(monkeypatch):
     assert load_target("tiny:llava_next", dtype=torch.float32).packed_weights() is None    # fp32: MKL's own path
 
 
+def test_a_named_cpu_form_is_taken_or_refused_clearly(monkeypatch):
+    """VISPEC_CPU_FORM picks the form; a misspelt one, or one this CPU cannot run, is an error saying what to do."""
+    monkeypatch.setenv("VISPEC_CPU_FORM", "upcast")
+    assert packed_module.cpu_mode(torch.bfloat16) == "upcast"
+    assert packed_module.cpu_mode(torch.float32) is None
+    monkeypatch.setenv("VISPEC_CPU_FORM", "widne")
+    with pytest.raises(ValueError, match="'widne' is not a weight form; use auto or one of onednn, widen, upcast"):
+        packed_module.cpu_mode(torch.bfloat16)
+    monkeypatch.setenv("VISPEC_CPU_FORM", "onednn")
+    monkeypatch.setattr(packed_module, "can_pack", lambda dtype: False)
+    with pytest.raises(ValueError, match="does not pack"):
+        packed_module.cpu_mode(torch.bfloat16)
+    monkeypatch.setenv("VISPEC_CPU_FORM", "widen")
+    monkeypatch.setattr(few_rows, "available", lambda: False)
+    with pytest.raises(ValueError, match="few-rows AVX2 kernel"):
+        packed_module.cpu_mode(torch.bfloat16)
+    with pytest.raises(ValueError, match=r"bf16 weights \(here torch.float16\)"):
+        packed_module.cpu_mode(torch.float16)
+    monkeypatch.setenv("VISPEC_CPU_FORM", "auto")
+    assert packed_module.cpu_mode(torch.bfloat16) == "upcast"
+
+
 NEEDS_KERNEL = pytest.mark.skipif(not few_rows.available(), reason="the few-rows AVX2 kernel is not built here "
                                    "(an AVX2 CPU, a C++ compiler and ninja are needed)")
 

@@ -66,13 +66,34 @@ def many_rows_dtype() -> torch.dtype:
     return torch.bfloat16 if can_pack(torch.bfloat16) else torch.float32
 
 
+FORMS = ("onednn", "widen", "upcast")
+
+
 def cpu_mode(dtype: torch.dtype) -> str | None:
-    """How a CPU weight of this dtype is held for decoding: "onednn", "widen", "upcast" or None (as it is)."""
+    """How a CPU weight of this dtype is held for decoding: "onednn", "widen", "upcast" or None (as it is).
+
+    VISPEC_CPU_FORM names one instead of the CPU's fastest: "widen" on a CPU with bf16 arithmetic trades
+    oneDNN's speed for rows computed alike however many there are (bitwise-vanilla greedy trees in bf16)."""
     if dtype not in (torch.bfloat16, torch.float16) or os.environ.get("VISPEC_PREPACK", "auto") == "0":
         return None
+    form = os.environ.get("VISPEC_CPU_FORM", "auto")
+    if form != "auto":
+        return _forced_form(form, dtype)
     if can_pack(dtype):
         return "onednn"
     return "widen" if dtype == torch.bfloat16 and few_rows.available() else "upcast"
+
+
+def _forced_form(form: str, dtype: torch.dtype) -> str:
+    if form not in FORMS:
+        raise ValueError(f"VISPEC_CPU_FORM={form!r} is not a weight form; use auto or one of {', '.join(FORMS)}.")
+    if form == "onednn" and not can_pack(dtype):
+        raise ValueError(f"VISPEC_CPU_FORM=onednn: oneDNN on this CPU does not pack {dtype} weights "
+                         "(it needs AVX-512 or AVX-NE-CONVERT); unset it or use widen / upcast.")
+    if form == "widen" and not (dtype == torch.bfloat16 and few_rows.available()):
+        raise ValueError(f"VISPEC_CPU_FORM=widen needs bf16 weights (here {dtype}) and the few-rows AVX2 kernel "
+                         "(an AVX2 CPU and a C++ compiler; `make setup` builds it); unset it or use upcast.")
+    return form
 
 
 def rows(x: torch.Tensor) -> int:
