@@ -2,6 +2,7 @@
 ablation trains, an interrupted-then-resumed run equals an uninterrupted one, and two DDP processes
 follow one process's trajectory."""
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -118,8 +119,11 @@ def test_two_processes_follow_one_process(world):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # on a CPU-only machine accelerate's --cpu means one process; --multi_gpu launches torchrun workers and
     # the trainer's Accelerator(cpu=True) joins them with gloo
+    with socket.socket() as s:              # a free port, not torchrun's fixed 29500 that another run may hold
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     ddp = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "--num_machines", "1", "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
                           "-m", "vispec_core.train", *args, "--out", str(root / "ddp")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
