@@ -113,6 +113,19 @@ def test_color_weight_weighs_the_colour_tokens():
 
 
 
+def test_scene_questions_are_held_out_true_and_unambiguous():
+    qs = pt.scene_questions(60)
+    assert len(qs) == 60 and {k for _, k, _, _ in qs} == {"color", "shape"}
+    for q, kind, a, seed in qs:
+        assert seed >= 200_000
+        objs = sc.sample_scene(seed).objects
+        if kind == "shape":
+            color = q.split()[4]
+            assert [o.shape for o in objs if o.color == color] == [a]
+        else:
+            assert a in {o.color for o in objs if o.shape == q.split()[4].rstrip("?")}
+
+
 def test_grounding_reads_only_the_first_two_sentences():
     """`grounded` needs a true colour or shape named and nothing false; background colours are neither."""
     evqa = {"kind": "evqa", "color": "teal", "shape": "circle"}

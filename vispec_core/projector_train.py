@@ -466,6 +466,44 @@ def evaluate_see(vlm: dv.DefaultVLM, n: int = 200, batch: int = 16, blank: bool 
         "confusions": {f"{a}->{b}": v.count(b) for a, v in sorted(said.items()) for b in sorted(set(v) - {a}, key=str)}}
 
 
+def scene_questions(n: int, seed: int = 0) -> list[tuple[str, str, str, int]]:
+    """(question, kind, answer, scene seed): colour and shape questions about single objects of held-out
+    scenes (seeds from 200,000 on; training uses 0..n_scenes, the long-answer check 100,000 on)."""
+    out, k, rng = [], 0, random.Random(seed)
+    while len(out) < n:
+        s = sc.sample_scene(200_000 + k)
+        colors = [o.color for o in s.objects]
+        pool = []
+        for q, a in sc.questions(s, np.random.default_rng(seed + k), 99):
+            if q.startswith("What color is the ") and "background" not in q:
+                pool.append((q, "color", a.removeprefix("It is ").rstrip("."), s.seed))
+            elif q.startswith("What shape is the ") and colors.count(q.split()[4]) == 1:    # one object of that colour
+                pool.append((q, "shape", a.removeprefix("It is a ").rstrip("."), s.seed))
+        out += rng.sample(pool, min(2, len(pool)))
+        k += 1
+    return out[:n]
+
+
+def evaluate_see_scenes(vlm: dv.DefaultVLM, n: int = 200, batch: int = 16, seed: int = 0, blank: bool = False) -> dict:
+    """Accuracy on short colour / shape questions about one object of a multi-object scene ("What color
+    is the star at the top?"): whether the projector resolves the scene, apart from how long answers
+    are written. Chance: 1/10 colours, 1/5 shapes."""
+    qs = scene_questions(n, seed)
+    right, feats = {"shape": [], "color": []}, {}
+    white = vlm.encode_images(dv.preprocess([Image.new("RGB", (64, 64), "white")]))[0] if blank else None
+    for b in range(0, len(qs), batch):
+        part = qs[b:b + batch]
+        for *_, s in part:
+            if s not in feats:
+                feats[s] = white if blank else vlm.encode_images(dv.preprocess([sc.render(sc.sample_scene(s))]))[0]
+        outs = generate_batch(vlm, [q + SHORT for q, *_ in part], torch.stack([feats[s] for *_, s in part]), 12)
+        for (q, kind, a, _), o in zip(part, outs):
+            names = tuple(sc.COLORS) if kind == "color" else sc.SHAPES
+            right[kind].append(_first(vlm.tokenizer.decode(o), names) == a)
+    return {k: round(sum(v) / max(1, len(v)), 4) for k, v in right.items()} | {
+        "n_shape": len(right["shape"]), "n_color": len(right["color"]), "blank": blank}
+
+
 def grounding(text: str, facts: dict) -> dict:
     """Colours and shapes named in the first two sentences vs the image's facts: `colors_ok` when
     they name a true colour and no false one (strict: naming none fails), `no_wrong_colors` when they
@@ -579,7 +617,8 @@ def main(argv=None):
     ap.add_argument("--color-weight", type=float, default=1.0,
                     help="weight of the tokens that name a true colour of the image, vs 1 for the others")
     ap.add_argument("--see-n", type=int, default=200, help="easy-vqa questions for the See check (0: skip it)")
-    ap.add_argument("--long-n", type=int, default=8)
+    ap.add_argument("--scene-n", type=int, default=0, help="short colour / shape questions about held-out scenes (0: skip)")
+    ap.add_argument("--long-n", type=int, default=8, help="long-answer prompts (0: skip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
@@ -635,14 +674,21 @@ def main(argv=None):
             log(f"see {see}")
             blank = evaluate_see(vlm, a.see_n, blank=True)
             log(f"see, blank image {blank}")
-        long = evaluate_long(vlm, a.long_n)
-        log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}, "
-            f"no wrong colour {long['no_wrong_colors']}, no wrong shape {long['no_wrong_shapes']}, grounded {long['grounded']}")
+        scenes = scenes_blank = None
+        if a.scene_n:
+            scenes = evaluate_see_scenes(vlm, a.scene_n)
+            log(f"see scenes {scenes}")
+            scenes_blank = evaluate_see_scenes(vlm, a.scene_n, blank=True)
+            log(f"see scenes, blank image {scenes_blank}")
+        long = evaluate_long(vlm, a.long_n) if a.long_n else None
+        if long:
+            log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}, "
+                f"no wrong colour {long['no_wrong_colors']}, no wrong shape {long['no_wrong_shapes']}, grounded {long['grounded']}")
         speed = evaluate_speed(dv.load_default_target(projector=a.out))     # the bf16 target users get
         log(f"vanilla decoder: {speed['tokens_per_s']:.1f} tokens/s")
         timings["eval_s"] = time.time() - t
         with (a.results / "eval.json").open("w") as fh:
-            json.dump({"see": see, "see_blank": blank, "long": long, "speed": speed, "timings": timings,
+            json.dump({"see": see, "see_blank": blank, "see_scenes": scenes, "see_scenes_blank": scenes_blank, "long": long, "speed": speed, "timings": timings,
                        "dtype": str(work_dtype).removeprefix("torch.")}, fh, indent=1)
     with (a.results / f"timings_{a.stage}.json").open("w") as fh:
         json.dump(timings, fh)
