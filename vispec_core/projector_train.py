@@ -668,7 +668,7 @@ def main(argv=None):
     if a.stage in ("eval", "all"):
         t = time.time()
         vlm = dv.load_vlm(projector=a.out, dtype=work_dtype)
-        see = blank = None                                                   # --see-n 0: long answers and speed only
+        see = blank = None                                                   # each check with n 0 is skipped
         if a.see_n:
             see = evaluate_see(vlm, a.see_n)
             log(f"see {see}")
