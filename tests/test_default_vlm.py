@@ -2,6 +2,7 @@
 build and its committed checkpoint, and clear errors. About a minute on 2 CPU cores."""
 import importlib.util
 import os
+import re
 import warnings
 
 import pytest
@@ -141,6 +142,44 @@ def test_grounding_reads_only_the_first_two_sentences():
                  and c not in facts["background"].split() and not (facts["text"] and facts["text"]["color"] == c))
     assert pt.grounding(f"There is a {first['color']} {first['shape']}. Fine.", facts)["grounded"]
     assert not pt.grounding(f"There is a {false} {first['shape']}. Fine.", facts)["grounded"]
+
+def test_scene_lists_name_every_object_and_bind_nothing():
+    for seed in range(40):
+        facts = {"kind": "scene", **sc.sample_scene(seed).to_dict()}
+        objs = facts["objects"]
+        (_, colors), (_, shapes) = pt.scene_lists(facts)
+        assert [c for c in sc.COLORS if re.search(rf"\b{c}\b", colors)] == sorted(
+            {o["color"] for o in objs}, key=list(sc.COLORS).index)
+        assert {s for s in sc.SHAPES if s in shapes} == {o["shape"] for o in objs}
+        assert all(f"two {o['shape']}s" in shapes for o in objs if [p["shape"] for p in objs].count(o["shape"]) == 2)
+        described = pt.describe_facts(facts)
+        opened = pt.list_opening(described + " And so on.", facts)
+        first, rest = opened.split(". ", 1)
+        assert first.endswith(pt._listing([o["color"] for o in objs])) and rest == described.split(". ", 1)[1] + " And so on."
+        assert pt.grounding(opened, facts)["grounded"]
+
+
+def test_told_ceiling_asks_the_lm_with_the_facts_and_no_image(monkeypatch):
+    """`evaluate_told` gives the frozen LM the facts in words, never an image, and scores its answers
+    as `evaluate_see_scenes` and `evaluate_long` score the VLM's: an LM that answers right gets 1.0."""
+    vlm, _, _ = pt.smoke_setup()
+    truth = {pt.writer_prompt({"kind": "scene", **sc.sample_scene(s).to_dict()}, q + pt.SHORT): f"It is {a}."
+             for q, _, a, s in pt.scene_questions(6)}
+    calls = []
+
+    def fake(vlm_, prompts, feats, max_new_tokens, no_eos_before=0):
+        calls.append(feats)
+        assert all(p.startswith("You are looking at an image. ") for p in prompts)
+        return [vlm_.tokenizer(truth.get(p) or p.split("image. ", 1)[1], add_special_tokens=False)["input_ids"]
+                for p in prompts]
+
+    monkeypatch.setattr(pt, "generate_batch", fake)
+    res = pt.evaluate_told(vlm, scene_n=6, long_n=4)
+    assert calls and all(f is None for f in calls)
+    assert res["see_scenes"]["shape"] == res["see_scenes"]["color"] == 1.0
+    assert res["see_scenes"]["n_shape"] + res["see_scenes"]["n_color"] == 6
+    assert res["long"]["grounded"] == 1.0 and res["long"]["grounded_scene"] == "2/2"
+
 
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
 def test_committed_projector_sees(target):

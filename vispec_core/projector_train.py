@@ -241,14 +241,45 @@ def color_tokens(tokenizer, answer: str, colors: set[str]) -> tuple[list[int], l
     return enc["input_ids"], heavy
 
 
+def _listing(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def scene_lists(facts: dict) -> list[tuple[str, str]]:
+    """Set-level questions about a scene: which colours and which shapes it holds, with no object's
+    colour bound to its shape (the frozen 135M LM binds them poorly even when told the facts in
+    words: `evaluate_told`)."""
+    objs = facts["objects"]
+    counts = {}
+    for o in objs:
+        counts[o["shape"]] = counts.get(o["shape"], 0) + 1
+    number = ("", "a", "two", "three", "four")
+    shapes = [f"{number[c]} {s}" + ("s" if c > 1 else "") for s, c in counts.items()]
+    shapes = [("an " + x[2:]) if x.startswith("a ") and x[2] in "aeiou" else x for x in shapes]
+    colors = _listing([o["color"] for o in objs])
+    return [("What colors are the shapes in the image?", f"{'It is' if len(objs) == 1 else 'They are'} {colors}."),
+            ("What shapes are in the image?", f"There {'is' if counts[objs[0]['shape']] == 1 and len(shapes) == 1 else 'are'} "
+                                              f"{_listing(shapes)}.")]
+
+
+def list_opening(answer: str, facts: dict) -> str:
+    """A scene's long answer with its first fact sentence ("... with 4 shapes on it.") also naming the
+    shapes' colours, so that the opening names first what the image shows as a whole."""
+    n = len(facts["objects"])
+    first = f"with {n} shape{'s' if n > 1 else ''} on it."
+    colors = _listing([o["color"] for o in facts["objects"]])
+    return answer.replace(first, first[:-1] + f", colored {colors}.", 1)
+
+
 def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, tokenizer, seed: int = 0,
                   max_answer_tokens: int = 128, short_per_image: int = 1, p_shape: float = 0.4,
-                  facts: dict[str, dict] | None = None) -> list[dict]:
+                  facts: dict[str, dict] | None = None, scene_lists_p: float = 0.0) -> list[dict]:
     """Tokenised samples {key, ids, n_prompt, color_at}: short VQA answers for every image plus the
     long answers written so far, cut to max_answer_tokens (a cut answer gets no `<|im_end|>`, so the
     model learns to go on, not to stop). `color_at` lists the positions in `ids` of the tokens that
     name a true colour of the image (long answers: when `facts` maps their keys), for `loss_on`'s
-    colour weight."""
+    colour weight. With `scene_lists_p` > 0, that share of a scene's short questions are set-level
+    (`scene_lists`) and its long answers open with `list_opening`."""
     rng = random.Random(seed)
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     facts_of = dict(sources) | (facts or {})
@@ -266,6 +297,8 @@ def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, to
         for _ in range(short_per_image):
             if facts["kind"] == "evqa":
                 q, a = easyvqa_short(facts, rng, p_shape)
+            elif scene_lists_p and rng.random() < scene_lists_p:
+                q, a = rng.choice(scene_lists(facts))
             else:
                 q, a = sc.questions(_scene(facts), np.random.default_rng(rng.randrange(1 << 30)), 1)[0]
             add(key, q, a, True, short=True)
@@ -273,7 +306,9 @@ def build_samples(sources: list[tuple[str, dict]], answers_path: Path | None, to
         for line in answers_path.read_text().splitlines():
             d = json.loads(line)
             if d["tokens"] >= 20:
-                add(d["key"], d["prompt"], d["answer"], d["finished"])
+                f = facts_of.get(d["key"])
+                answer = list_opening(d["answer"], f) if scene_lists_p and f and f["kind"] == "scene" else d["answer"]
+                add(d["key"], d["prompt"], answer, d["finished"])
     return out
 
 
@@ -408,17 +443,17 @@ def train(vlm: dv.DefaultVLM, samples: list[dict], feats: dict, work: Path, step
 
 # -- checks: "See" and "Write long" -----------------------------------------------------------
 @torch.inference_mode()
-def generate_batch(vlm: dv.DefaultVLM, prompts: list[str], feats: torch.Tensor, max_new_tokens: int,
+def generate_batch(vlm: dv.DefaultVLM, prompts: list[str], feats: torch.Tensor | None, max_new_tokens: int,
                    no_eos_before: int = 0) -> list[list[int]]:
-    """Greedy answers for (prompt, image features [N, 196, 1280]) pairs; left padding with explicit
-    position ids (HF `generate` from inputs_embeds returns only the new tokens)."""
+    """Greedy answers for (prompt, image features [N, 196, 1280]) pairs, or for text alone when
+    `feats` is None; left padding (HF `generate` from inputs_embeds returns only the new tokens)."""
     tok = vlm.tokenizer
-    rows = [dv.prompt_ids(tok, p, 1) for p in prompts]
+    rows = [dv.prompt_ids(tok, p, 0 if feats is None else 1) for p in prompts]
     T = max(map(len, rows))
     pad = tok.pad_token_id or 0
     ids = torch.tensor([[pad] * (T - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows])
-    embeds = vlm.embed(ids, vlm.project(feats.float()))
+    embeds = vlm.embed(ids, None if feats is None else vlm.project(feats.float()))
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     out = vlm.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                           do_sample=False, eos_token_id=eos, pad_token_id=pad, min_new_tokens=no_eos_before)
@@ -528,9 +563,9 @@ def grounding(text: str, facts: dict) -> dict:
             "named_colors": sorted(named_c), "named_shapes": sorted(named_s)}
 
 
-def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, batch: int = 4) -> dict:
-    """Answer length and grounding under the paper's long-answer prompts, on held-out scenes and
-    easy-vqa test images (greedy)."""
+def long_eval_items(n: int) -> list[tuple[str, Image.Image, dict]]:
+    """(prompt, image, facts) of the long-answer check: held-out scenes (even k) and easy-vqa test
+    images (odd k), under the paper's two long-answer prompts in turn."""
     efacts = easyvqa_facts("test")
     items = []
     for k in range(n):
@@ -544,20 +579,62 @@ def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, bat
             q = "What shape is in the image?"
         prompt = LONG_PROMPTS[0] if (k // 2) % 2 == 0 else q + EXPLAIN
         items.append((prompt, img, facts))
+    return items
+
+
+def _long_summary(records: list[dict]) -> dict:
+    lengths = sorted(r["tokens"] for r in records)
+    out = {"median_tokens": float(np.median(lengths)), "lengths": lengths}
+    for k in ("colors_ok", "shapes_ok", "no_wrong_colors", "no_wrong_shapes", "grounded"):
+        out[k] = sum(r[k] for r in records) / len(records)
+    for kind in ("scene", "evqa"):
+        part = [r for r in records if r["kind"] == kind]
+        out[f"grounded_{kind}"] = f"{sum(r['grounded'] for r in part)}/{len(part)}"
+    return out | {"records": records}
+
+
+def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, batch: int = 4) -> dict:
+    """Answer length and grounding under the paper's long-answer prompts, on held-out scenes and
+    easy-vqa test images (greedy)."""
+    items = long_eval_items(n)
     records = []
     for b in range(0, len(items), batch):
         part = items[b:b + batch]
         feats = vlm.encode_images(dv.preprocess([im for _, im, _ in part]))
         for (p, _, f), o in zip(part, generate_batch(vlm, [p for p, _, _ in part], feats, max_new_tokens)):
             text = vlm.tokenizer.decode(o, skip_special_tokens=True)
-            records.append({"prompt": p, "tokens": len(o), "text": text, **grounding(text, f)})
-    lengths = sorted(r["tokens"] for r in records)
-    return {"median_tokens": float(np.median(lengths)), "lengths": lengths,
-            "colors_ok": sum(r["colors_ok"] for r in records) / len(records),
-            "shapes_ok": sum(r["shapes_ok"] for r in records) / len(records),
-            "no_wrong_colors": sum(r["no_wrong_colors"] for r in records) / len(records),
-            "no_wrong_shapes": sum(r["no_wrong_shapes"] for r in records) / len(records),
-            "grounded": sum(r["grounded"] for r in records) / len(records), "records": records}
+            records.append({"prompt": p, "kind": f["kind"], "tokens": len(o), "text": text, **grounding(text, f)})
+    return _long_summary(records)
+
+
+def evaluate_told(vlm: dv.DefaultVLM, scene_n: int = 200, long_n: int = 32, max_new_tokens: int = 64,
+                  batch: int = 16) -> dict:
+    """The frozen LM's ceiling: the same scene questions and long-answer prompts as `evaluate_see_scenes`
+    and `evaluate_long`, with no image, the facts told in words instead (`writer_prompt`, what the
+    long answers were written from). What the VLM could reach if the projector passed on the whole
+    scene as well as words do. Long answers stop at `max_new_tokens`: grounding reads two sentences."""
+    out = {}
+    if scene_n:
+        qs = scene_questions(scene_n)
+        right = {"shape": [], "color": []}
+        for b in range(0, len(qs), batch):
+            part = qs[b:b + batch]
+            prompts = [writer_prompt({"kind": "scene", **sc.sample_scene(s).to_dict()}, q + SHORT) for q, *_, s in part]
+            for (q, kind, a, _), o in zip(part, generate_batch(vlm, prompts, None, 12)):
+                right[kind].append(_first(vlm.tokenizer.decode(o), tuple(sc.COLORS) if kind == "color" else sc.SHAPES) == a)
+        out["see_scenes"] = {k: round(sum(v) / max(1, len(v)), 4) for k, v in right.items()} | {
+            "n_shape": len(right["shape"]), "n_color": len(right["color"])}
+    if long_n:
+        items = long_eval_items(long_n)
+        records = []
+        for b in range(0, len(items), batch):
+            part = items[b:b + batch]
+            outs = generate_batch(vlm, [writer_prompt(f, p) for p, _, f in part], None, max_new_tokens)
+            for (p, _, f), o in zip(part, outs):
+                text = vlm.tokenizer.decode(o, skip_special_tokens=True)
+                records.append({"prompt": p, "kind": f["kind"], "tokens": len(o), "text": text, **grounding(text, f)})
+        out["long"] = _long_summary(records)
+    return out
 
 
 def evaluate_speed(target, max_new_tokens: int = 128) -> dict:
@@ -616,9 +693,15 @@ def main(argv=None):
                     help="weight of -log(1 - p(end of turn)) where the answer goes on (see loss_on)")
     ap.add_argument("--color-weight", type=float, default=1.0,
                     help="weight of the tokens that name a true colour of the image, vs 1 for the others")
+    ap.add_argument("--scene-lists", type=float, default=0.0,
+                    help="share of scene short questions that ask which colours / shapes the scene holds; "
+                         "above 0 the scenes' long answers also open by naming their colours (list_opening)")
     ap.add_argument("--see-n", type=int, default=200, help="easy-vqa questions for the See check (0: skip it)")
     ap.add_argument("--scene-n", type=int, default=0, help="short colour / shape questions about held-out scenes (0: skip)")
     ap.add_argument("--long-n", type=int, default=8, help="long-answer prompts (0: skip)")
+    ap.add_argument("--told", action="store_true",
+                    help="also the frozen LM's ceiling: the same scene questions and long prompts with the "
+                         "facts told in words instead of the image (evaluate_told)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
@@ -651,9 +734,9 @@ def main(argv=None):
         vlm = dv.load_vlm(projector=a.init, dtype=work_dtype)
         feats = load_features(work / "features")
         samples = build_samples([s for s in sources if s[0] in feats], None, vlm.tokenizer, a.seed + a.phase,
-                                short_per_image=a.short_per_image, p_shape=a.p_shape)
+                                short_per_image=a.short_per_image, p_shape=a.p_shape, scene_lists_p=a.scene_lists)
         long = build_samples([], work / "answers.jsonl", vlm.tokenizer, a.seed, a.max_answer_tokens,
-                             facts=dict(sources))
+                             facts=dict(sources), scene_lists_p=a.scene_lists)
         samples += [s for s in long if s["key"] in feats] * a.long_repeat
         log(f"{len(samples)} samples ({len(long)} long x{a.long_repeat}), {len(feats)} images")
         steps = train(vlm, samples, feats, work / f"phase{a.phase}" if a.phase else work, a.steps, a.batch, a.lr, a.warmup, a.seed, max_minutes=a.max_minutes,
@@ -683,12 +766,17 @@ def main(argv=None):
         long = evaluate_long(vlm, a.long_n) if a.long_n else None
         if long:
             log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}, "
-                f"no wrong colour {long['no_wrong_colors']}, no wrong shape {long['no_wrong_shapes']}, grounded {long['grounded']}")
+                f"no wrong colour {long['no_wrong_colors']}, no wrong shape {long['no_wrong_shapes']}, grounded {long['grounded']} "
+                f"(scenes {long['grounded_scene']}, easy-vqa {long['grounded_evqa']})")
+        told = evaluate_told(vlm, a.scene_n, a.long_n) if a.told else None
+        if told:
+            log("told the facts in words: " + json.dumps({"see_scenes": told.get("see_scenes"), **{
+                k: told["long"][k] for k in ("grounded", "grounded_scene", "grounded_evqa") if "long" in told}}))
         speed = evaluate_speed(dv.load_default_target(projector=a.out))     # the bf16 target users get
         log(f"vanilla decoder: {speed['tokens_per_s']:.1f} tokens/s")
         timings["eval_s"] = time.time() - t
         with (a.results / "eval.json").open("w") as fh:
-            json.dump({"see": see, "see_blank": blank, "see_scenes": scenes, "see_scenes_blank": scenes_blank, "long": long, "speed": speed, "timings": timings,
+            json.dump({"see": see, "see_blank": blank, "see_scenes": scenes, "see_scenes_blank": scenes_blank, "long": long, "told": told, "speed": speed, "timings": timings,
                        "dtype": str(work_dtype).removeprefix("torch.")}, fh, indent=1)
     with (a.results / f"timings_{a.stage}.json").open("w") as fh:
         json.dump(timings, fh)
