@@ -181,6 +181,37 @@ def test_told_ceiling_asks_the_lm_with_the_facts_and_no_image(monkeypatch):
     assert res["long"]["grounded"] == 1.0 and res["long"]["grounded_scene"] == "2/2"
 
 
+def test_scene_colors_scores_the_set_of_colours_named(monkeypatch):
+    """An answer naming exactly the object colours scores 1.0; one also naming the background is not
+    penalised; one naming a colour more loses precision; one naming none scores 0."""
+    vlm, _, _ = pt.smoke_setup()
+    scenes = [sc.sample_scene(200_000 + k) for k in range(5)]
+    mode = {}
+
+    def fake(vlm_, prompts, feats, max_new_tokens, no_eos_before=0):
+        assert (feats is None) == mode["told"] and len(prompts) == 5
+        out = []
+        for s in scenes:
+            cols = [o.color for o in s.objects]
+            extra = next(c for c in sc.COLORS if c not in cols and c not in s.background)
+            text = {"right": f"They are {', '.join(cols)} on {s.background}.", "extra": f"They are {', '.join(cols + [extra])}.",
+                    "none": "They are shapes."}[mode["answer"]]
+            out.append(vlm_.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return out
+
+    monkeypatch.setattr(pt, "generate_batch", fake)
+    for told in (False, True):
+        mode.update(told=told, answer="right")
+        assert pt.evaluate_scene_colors(vlm, 5, told=told) | {"told": 0} == {
+            "precision": 1.0, "recall": 1.0, "exact": 1.0, "n": 5, "blank": False, "told": 0}
+    mode.update(told=False, answer="extra")
+    r = pt.evaluate_scene_colors(vlm, 5)
+    assert r["recall"] == 1.0 and r["exact"] == 0.0 and r["precision"] == pytest.approx(
+        sum(len(s.objects) / (len(s.objects) + 1) for s in scenes) / 5, abs=1e-4)
+    mode.update(answer="none")
+    assert pt.evaluate_scene_colors(vlm, 5)["recall"] == 0.0
+
+
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
 def test_committed_projector_sees(target):
     """The committed projector answers easy-vqa shape and colour questions (fixed subset) well above

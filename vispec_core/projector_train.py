@@ -539,6 +539,37 @@ def evaluate_see_scenes(vlm: dv.DefaultVLM, n: int = 200, batch: int = 16, seed:
         "n_shape": len(right["shape"]), "n_color": len(right["color"]), "blank": blank}
 
 
+def _named_colors(text: str) -> set[str]:
+    return {c for c in sc.COLORS if re.search(rf"\b{c}\b", text.lower())}
+
+
+def evaluate_scene_colors(vlm: dv.DefaultVLM, n: int = 100, batch: int = 16, blank: bool = False,
+                          told: bool = False) -> dict:
+    """"What colors are the shapes in the image?" on n held-out scenes (seeds from 200,000): the colours
+    named against the scene's object colours, with no binding to shapes needed. `exact` counts
+    answers that name every object colour and nothing else (the background's colour is neither right
+    nor wrong). `told`: the LM alone, the facts in words (`evaluate_told`'s ceiling)."""
+    q = scene_lists({"kind": "scene", "objects": [{"shape": "circle", "color": "red"}]})[0][0] + SHORT
+    scenes = [sc.sample_scene(200_000 + k) for k in range(n)]
+    white = vlm.encode_images(dv.preprocess([Image.new("RGB", (64, 64), "white")]))[0] if blank else None
+    prec, rec, exact = [], [], []
+    for b in range(0, n, batch):
+        part = scenes[b:b + batch]
+        if told:
+            outs = generate_batch(vlm, [writer_prompt({"kind": "scene", **s.to_dict()}, q) for s in part], None, 24)
+        else:
+            feats = torch.stack([white] * len(part)) if blank else vlm.encode_images(dv.preprocess([sc.render(s) for s in part]))
+            outs = generate_batch(vlm, [q] * len(part), feats, 24)
+        for s, o in zip(part, outs):
+            truth = {ob.color for ob in s.objects}
+            named = _named_colors(vlm.tokenizer.decode(o)) - (set(s.background.split()) - truth)
+            prec.append(len(named & truth) / len(named) if named else 0.0)
+            rec.append(len(named & truth) / len(truth))
+            exact.append(named == truth)
+    return {"precision": round(float(np.mean(prec)), 4), "recall": round(float(np.mean(rec)), 4),
+            "exact": round(float(np.mean(exact)), 4), "n": n, "blank": blank, "told": told}
+
+
 def grounding(text: str, facts: dict) -> dict:
     """Colours and shapes named in the first two sentences vs the image's facts: `colors_ok` when
     they name a true colour and no false one (strict: naming none fails), `no_wrong_colors` when they
@@ -698,6 +729,8 @@ def main(argv=None):
                          "above 0 the scenes' long answers also open by naming their colours (list_opening)")
     ap.add_argument("--see-n", type=int, default=200, help="easy-vqa questions for the See check (0: skip it)")
     ap.add_argument("--scene-n", type=int, default=0, help="short colour / shape questions about held-out scenes (0: skip)")
+    ap.add_argument("--colors-n", type=int, default=0,
+                    help="held-out scenes asked which colours their shapes have (evaluate_scene_colors; 0: skip)")
     ap.add_argument("--long-n", type=int, default=8, help="long-answer prompts (0: skip)")
     ap.add_argument("--told", action="store_true",
                     help="also the frozen LM's ceiling: the same scene questions and long prompts with the "
@@ -763,6 +796,12 @@ def main(argv=None):
             log(f"see scenes {scenes}")
             scenes_blank = evaluate_see_scenes(vlm, a.scene_n, blank=True)
             log(f"see scenes, blank image {scenes_blank}")
+        colors = {}
+        if a.colors_n:
+            for name, kw in (("image", {}), ("blank", {"blank": True}), ("told", {"told": True})):
+                if name != "told" or a.told:
+                    colors[name] = evaluate_scene_colors(vlm, a.colors_n, **kw)
+            log(f"scene colours {colors}")
         long = evaluate_long(vlm, a.long_n) if a.long_n else None
         if long:
             log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}, "
@@ -776,7 +815,7 @@ def main(argv=None):
         log(f"vanilla decoder: {speed['tokens_per_s']:.1f} tokens/s")
         timings["eval_s"] = time.time() - t
         with (a.results / "eval.json").open("w") as fh:
-            json.dump({"see": see, "see_blank": blank, "see_scenes": scenes, "see_scenes_blank": scenes_blank, "long": long, "told": told, "speed": speed, "timings": timings,
+            json.dump({"see": see, "see_blank": blank, "see_scenes": scenes, "see_scenes_blank": scenes_blank, "scene_colors": colors or None, "long": long, "told": told, "speed": speed, "timings": timings,
                        "dtype": str(work_dtype).removeprefix("torch.")}, fh, indent=1)
     with (a.results / f"timings_{a.stage}.json").open("w") as fh:
         json.dump(timings, fh)
