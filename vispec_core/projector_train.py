@@ -245,6 +245,9 @@ def _listing(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
+COLORS_QUESTION = "What colors are the shapes in the image?"
+
+
 def scene_lists(facts: dict) -> list[tuple[str, str]]:
     """Set-level questions about a scene: which colours and which shapes it holds, with no object's
     colour bound to its shape (the frozen 135M LM binds them poorly even when told the facts in
@@ -257,9 +260,8 @@ def scene_lists(facts: dict) -> list[tuple[str, str]]:
     shapes = [f"{number[c]} {s}" + ("s" if c > 1 else "") for s, c in counts.items()]
     shapes = [("an " + x[2:]) if x.startswith("a ") and x[2] in "aeiou" else x for x in shapes]
     colors = _listing([o["color"] for o in objs])
-    return [("What colors are the shapes in the image?", f"{'It is' if len(objs) == 1 else 'They are'} {colors}."),
-            ("What shapes are in the image?", f"There {'is' if counts[objs[0]['shape']] == 1 and len(shapes) == 1 else 'are'} "
-                                              f"{_listing(shapes)}.")]
+    return [(COLORS_QUESTION, f"{'It is' if len(objs) == 1 else 'They are'} {colors}."),
+            ("What shapes are in the image?", f"There {'is' if len(objs) == 1 else 'are'} {_listing(shapes)}.")]
 
 
 def list_opening(answer: str, facts: dict) -> str:
@@ -549,7 +551,7 @@ def evaluate_scene_colors(vlm: dv.DefaultVLM, n: int = 100, batch: int = 16, bla
     named against the scene's object colours, with no binding to shapes needed. `exact` counts
     answers that name every object colour and nothing else (the background's colour is neither right
     nor wrong). `told`: the LM alone, the facts in words (`evaluate_told`'s ceiling)."""
-    q = scene_lists({"kind": "scene", "objects": [{"shape": "circle", "color": "red"}]})[0][0] + SHORT
+    q = COLORS_QUESTION + SHORT
     scenes = [sc.sample_scene(200_000 + k) for k in range(n)]
     white = vlm.encode_images(dv.preprocess([Image.new("RGB", (64, 64), "white")]))[0] if blank else None
     prec, rec, exact = [], [], []
@@ -584,7 +586,7 @@ def grounding(text: str, facts: dict) -> dict:
         colors = {o["color"] for o in facts["objects"]}
         shapes = {o["shape"] for o in facts["objects"]}
         bg = set(facts["background"].split()) | ({facts["text"]["color"]} if facts["text"] else set())
-    named_c = {c for c in sc.COLORS if re.search(rf"\b{c}\b", head)}
+    named_c = _named_colors(head)
     named_s = {s for s in sc.SHAPES + ("square",) if re.search(rf"\b{s}s?\b", head)}
     wrong_c, wrong_s = named_c - colors - bg, named_s - shapes - {"square"}
     return {"colors_ok": bool(named_c & colors) and not wrong_c,
@@ -613,6 +615,11 @@ def long_eval_items(n: int) -> list[tuple[str, Image.Image, dict]]:
     return items
 
 
+def _long_record(tokenizer, prompt: str, facts: dict, ids: list[int]) -> dict:
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return {"prompt": prompt, "kind": facts["kind"], "tokens": len(ids), "text": text, **grounding(text, facts)}
+
+
 def _long_summary(records: list[dict]) -> dict:
     lengths = sorted(r["tokens"] for r in records)
     out = {"median_tokens": float(np.median(lengths)), "lengths": lengths}
@@ -633,8 +640,7 @@ def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, bat
         part = items[b:b + batch]
         feats = vlm.encode_images(dv.preprocess([im for _, im, _ in part]))
         for (p, _, f), o in zip(part, generate_batch(vlm, [p for p, _, _ in part], feats, max_new_tokens)):
-            text = vlm.tokenizer.decode(o, skip_special_tokens=True)
-            records.append({"prompt": p, "kind": f["kind"], "tokens": len(o), "text": text, **grounding(text, f)})
+            records.append(_long_record(vlm.tokenizer, p, f, o))
     return _long_summary(records)
 
 
@@ -662,8 +668,7 @@ def evaluate_told(vlm: dv.DefaultVLM, scene_n: int = 200, long_n: int = 32, max_
             part = items[b:b + batch]
             outs = generate_batch(vlm, [writer_prompt(f, p) for p, _, f in part], None, max_new_tokens)
             for (p, _, f), o in zip(part, outs):
-                text = vlm.tokenizer.decode(o, skip_special_tokens=True)
-                records.append({"prompt": p, "kind": f["kind"], "tokens": len(o), "text": text, **grounding(text, f)})
+                records.append(_long_record(vlm.tokenizer, p, f, o))
         out["long"] = _long_summary(records)
     return out
 
