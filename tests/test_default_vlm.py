@@ -178,7 +178,7 @@ def test_told_ceiling_asks_the_lm_with_the_facts_and_no_image(monkeypatch):
     assert calls and all(f is None for f in calls)
     assert res["see_scenes"]["shape"] == res["see_scenes"]["color"] == 1.0
     assert res["see_scenes"]["n_shape"] + res["see_scenes"]["n_color"] == 6
-    assert res["long"]["grounded"] == 1.0 and res["long"]["grounded_scene"] == "2/2"
+    assert res["long"]["grounded"] == 1.0 and res["long"]["grounded_scene"] == 1.0 and res["long"]["n_scene"] == 2
 
 
 def test_scene_colors_scores_the_set_of_colours_named(monkeypatch):
@@ -232,6 +232,28 @@ def test_mismatched_projector_is_refused(tmp_path):
         dv.load_projector(dv.Projector(1280, 576), tmp_path / "small.safetensors")
     with pytest.raises(FileNotFoundError, match="projector_train"):
         dv.load_projector(dv.Projector(), tmp_path / "absent.safetensors")
+
+
+def test_position_embeddings_start_silent_and_load_into_a_plain_projector(tmp_path):
+    """Per-cell embeddings added to a trained projector change nothing until trained; a checkpoint
+    that has them loads into a projector built without them, one for another grid is refused."""
+    torch.manual_seed(0)
+    proj, feats = dv.Projector(1280, 32), torch.randn(2, 196, 1280)
+    before = proj(feats)
+    proj.add_positions(196)
+    assert torch.equal(proj(feats), before)
+    with torch.no_grad():
+        proj.position.normal_()
+    assert not torch.allclose(proj(feats), before)
+    dv.save_projector(proj, tmp_path / "pos.safetensors")
+    plain = dv.Projector(1280, 32)
+    dv.load_projector(plain, tmp_path / "pos.safetensors")
+    assert torch.equal(plain(feats), proj(feats))
+    with pytest.raises(ValueError, match="position embeddings are for 196"):
+        plain(torch.randn(1, 49, 1280))
+    other = dv.Projector(1280, 32, cells=49)
+    with pytest.raises(ValueError, match="does not fit"):
+        dv.load_projector(other, tmp_path / "pos.safetensors")
 
 
 def test_missing_gguf_names_the_pip_command(tmp_path, monkeypatch):

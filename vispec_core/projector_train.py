@@ -627,7 +627,8 @@ def _long_summary(records: list[dict]) -> dict:
         out[k] = sum(r[k] for r in records) / len(records)
     for kind in ("scene", "evqa"):
         part = [r for r in records if r["kind"] == kind]
-        out[f"grounded_{kind}"] = f"{sum(r['grounded'] for r in part)}/{len(part)}"
+        out[f"grounded_{kind}"] = sum(r["grounded"] for r in part) / len(part) if part else float("nan")
+        out[f"n_{kind}"] = len(part)
     return out | {"records": records}
 
 
@@ -727,6 +728,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--eos-unlikelihood", type=float, default=0.0,
                     help="weight of -log(1 - p(end of turn)) where the answer goes on (see loss_on)")
+    ap.add_argument("--positions", action="store_true",
+                    help="add a learned embedding per map cell to the projector (starts at zero)")
     ap.add_argument("--color-weight", type=float, default=1.0,
                     help="weight of the tokens that name a true colour of the image, vs 1 for the others")
     ap.add_argument("--scene-lists", type=float, default=0.0,
@@ -770,6 +773,8 @@ def main(argv=None):
     if a.stage in ("train", "all"):
         t = time.time()
         vlm = dv.load_vlm(projector=a.init, dtype=work_dtype)
+        if a.positions and vlm.projector.position is None:
+            vlm.projector.add_positions(dv.IMAGE_TOKENS)
         feats = load_features(work / "features")
         samples = build_samples([s for s in sources if s[0] in feats], None, vlm.tokenizer, a.seed + a.phase,
                                 short_per_image=a.short_per_image, p_shape=a.p_shape, scene_lists_p=a.scene_lists)
@@ -780,7 +785,7 @@ def main(argv=None):
         steps = train(vlm, samples, feats, work / f"phase{a.phase}" if a.phase else work, a.steps, a.batch, a.lr, a.warmup, a.seed, max_minutes=a.max_minutes,
                       eos_unlikelihood=a.eos_unlikelihood, color_weight=a.color_weight, log=log)
         meta = {"phase": a.phase, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
-                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "dtype": str(work_dtype).removeprefix("torch."),
+                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "positions": vlm.projector.position is not None, "dtype": str(work_dtype).removeprefix("torch."),
                 "command": "python -m vispec_core.projector_train " + " ".join(argv or __import__("sys").argv[1:])}
         dv.save_projector(vlm.projector, a.out, meta)
         timings["train_s"] = time.time() - t
@@ -811,11 +816,11 @@ def main(argv=None):
         if long:
             log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}, "
                 f"no wrong colour {long['no_wrong_colors']}, no wrong shape {long['no_wrong_shapes']}, grounded {long['grounded']} "
-                f"(scenes {long['grounded_scene']}, easy-vqa {long['grounded_evqa']})")
+                f"(scenes {long['grounded_scene']:.2f} of {long['n_scene']}, easy-vqa {long['grounded_evqa']:.2f} of {long['n_evqa']})")
         told = evaluate_told(vlm, a.scene_n, a.long_n) if a.told else None
         if told:
             log("told the facts in words: " + json.dumps({"see_scenes": told.get("see_scenes"), **{
-                k: told["long"][k] for k in ("grounded", "grounded_scene", "grounded_evqa") if "long" in told}}))
+                k: told["long"][k] for k in ("grounded", "grounded_scene", "grounded_evqa", "n_scene", "n_evqa") if "long" in told}}))
         speed = evaluate_speed(dv.load_default_target(projector=a.out))     # the bf16 target users get
         log(f"vanilla decoder: {speed['tokens_per_s']:.1f} tokens/s")
         timings["eval_s"] = time.time() - t

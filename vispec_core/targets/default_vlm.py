@@ -94,19 +94,37 @@ def preprocess(images: list[Image.Image]) -> torch.Tensor:
 
 
 class Projector(nn.Module):
-    """LLaVA-1.5-style MLP from encoder features to LM embeddings, with a LayerNorm in front."""
+    """LLaVA-1.5-style MLP from encoder features to LM embeddings, with a LayerNorm in front.
 
-    def __init__(self, vision_dim: int = VISION_DIM, hidden_size: int = 576):
+    With `cells`, a learned embedding per map cell is added to the output (`position` [cells, D]), so
+    an image token says where it sits, not only what it sees; without it (the LLaVA recipe) the LM
+    knows a cell's place only from its order among the image tokens."""
+
+    def __init__(self, vision_dim: int = VISION_DIM, hidden_size: int = 576, cells: int = 0):
         super().__init__()
         self.norm = nn.LayerNorm(vision_dim)
         self.linear_1 = nn.Linear(vision_dim, hidden_size)
         self.act = nn.GELU()
         self.linear_2 = nn.Linear(hidden_size, hidden_size)
+        self.register_parameter("position", None)
         with torch.no_grad():
             self.linear_2.weight.mul_(0.5)
+        if cells:
+            self.add_positions(cells)
+
+    def add_positions(self, cells: int) -> None:
+        """Start the per-cell embeddings at zero: the projector's output is unchanged until trained."""
+        w = self.linear_2.weight
+        self.position = nn.Parameter(torch.zeros(cells, w.shape[0], dtype=w.dtype, device=w.device))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:   # [N, r, 1280] -> [N, r, D]
-        return self.linear_2(self.act(self.linear_1(self.norm(features))))
+        out = self.linear_2(self.act(self.linear_1(self.norm(features))))
+        if self.position is not None:
+            if features.shape[-2] != self.position.shape[0]:
+                raise ValueError(f"{features.shape[-2]} feature cells per image, but the projector's position "
+                                 f"embeddings are for {self.position.shape[0]}")
+            out = out + self.position
+        return out
 
 
 def save_projector(projector: Projector, path: str | Path, meta: dict | None = None) -> None:
@@ -128,6 +146,8 @@ def load_projector(projector: Projector, path: str | Path) -> dict:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
+    if "position" in state and projector.position is None:
+        projector.add_positions(state["position"].shape[0])
     want = {k: tuple(v.shape) for k, v in projector.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     bad_meta = {k: meta[k] for k in ("lm", "encoder", "image_size")
