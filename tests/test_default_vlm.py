@@ -92,6 +92,22 @@ def test_projector_smoke_build(tmp_path):
     torch.testing.assert_close(fresh.linear_2.weight, vlm.projector.linear_2.weight)
 
 
+def test_position_embeddings_train_at_their_own_rate(tmp_path):
+    """With positions, the per-cell embeddings leave zero at `position_lr_scale` x lr (an lr-scale of 0
+    keeps them at zero while the MLP trains) and resume with the rest."""
+    moved = {}
+    for scale in (0.0, 10.0):
+        vlm, samples, feats = pt.smoke_setup()
+        vlm.projector.add_positions(dv.IMAGE_TOKENS)
+        w0 = vlm.projector.linear_2.weight.detach().clone()
+        for steps in (2, 3):
+            pt.train(vlm, samples, feats, tmp_path / str(scale), steps=steps, batch=2, lr=1e-3, warmup=1, save_every=1,
+                     position_lr_scale=scale, log=lambda m: None)
+        assert not torch.equal(vlm.projector.linear_2.weight, w0)
+        moved[scale] = vlm.projector.position.detach().abs().max().item()
+    assert moved[0.0] == 0 and moved[10.0] > 5e-3
+
+
 def test_color_weight_weighs_the_colour_tokens():
     """`color_at` marks the tokens that name the image's colours, and `color_weight` w turns the
     per-sample mean into (S_other + w S_colour) / (n_other + w n_colour)."""
