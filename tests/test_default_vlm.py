@@ -92,6 +92,27 @@ def test_projector_smoke_build(tmp_path):
     torch.testing.assert_close(fresh.linear_2.weight, vlm.projector.linear_2.weight)
 
 
+def test_pooled_features_reach_every_token_and_load_into_a_plain_projector(tmp_path):
+    """The pooled-feature map starts silent; trained, it adds the same vector to every image token,
+    which depends on a cell the per-cell MLP would leave to its own token alone."""
+    torch.manual_seed(0)
+    proj, feats = dv.Projector(1280, 32), torch.randn(1, 196, 1280)
+    before = proj(feats)
+    proj.add_pooled()
+    assert torch.equal(proj(feats), before)
+    with torch.no_grad():
+        proj.global_linear.weight.normal_(std=0.05)
+    added = proj(feats) - before
+    torch.testing.assert_close(added, added[:, :1].expand_as(added))
+    brighter = feats.clone()
+    brighter[0, 5, :100] += 10.0                        # one cell changes: token 0 changes with it
+    assert not torch.allclose(proj(brighter)[0, 0], proj(feats)[0, 0])
+    dv.save_projector(proj, tmp_path / "pooled.safetensors")
+    plain = dv.Projector(1280, 32)
+    dv.load_projector(plain, tmp_path / "pooled.safetensors")
+    assert torch.equal(plain(feats), proj(feats))
+
+
 def test_position_embeddings_train_at_their_own_rate(tmp_path):
     """With positions, the per-cell embeddings leave zero at `position_lr_scale` x lr (an lr-scale of 0
     keeps them at zero while the MLP trains) and resume with the rest."""

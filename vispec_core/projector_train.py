@@ -734,6 +734,8 @@ def main(argv=None):
                     help="weight of -log(1 - p(end of turn)) where the answer goes on (see loss_on)")
     ap.add_argument("--positions", action="store_true",
                     help="add a learned embedding per map cell to the projector (starts at zero)")
+    ap.add_argument("--pooled", action="store_true",
+                    help="add the image's max-pooled features, mapped by a learned linear, to every image token (starts at zero)")
     ap.add_argument("--position-lr-scale", type=float, default=1.0, help="the position embeddings' lr, x --lr")
     ap.add_argument("--color-weight", type=float, default=1.0,
                     help="weight of the tokens that name a true colour of the image, vs 1 for the others")
@@ -780,6 +782,8 @@ def main(argv=None):
         vlm = dv.load_vlm(projector=a.init, dtype=work_dtype)
         if a.positions and vlm.projector.position is None:
             vlm.projector.add_positions(dv.IMAGE_TOKENS)
+        if a.pooled and vlm.projector.global_linear is None:
+            vlm.projector.add_pooled()
         feats = load_features(work / "features")
         samples = build_samples([s for s in sources if s[0] in feats], None, vlm.tokenizer, a.seed + a.phase,
                                 short_per_image=a.short_per_image, p_shape=a.p_shape, scene_lists_p=a.scene_lists)
@@ -791,7 +795,7 @@ def main(argv=None):
                       eos_unlikelihood=a.eos_unlikelihood, color_weight=a.color_weight,
                       position_lr_scale=a.position_lr_scale, log=log)
         meta = {"phase": a.phase, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
-                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "positions": vlm.projector.position is not None, "position_lr_scale": a.position_lr_scale, "dtype": str(work_dtype).removeprefix("torch."),
+                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "positions": vlm.projector.position is not None, "pooled": vlm.projector.global_linear is not None, "position_lr_scale": a.position_lr_scale, "dtype": str(work_dtype).removeprefix("torch."),
                 "command": "python -m vispec_core.projector_train " + " ".join(argv or __import__("sys").argv[1:])}
         dv.save_projector(vlm.projector, a.out, meta)
         timings["train_s"] = time.time() - t

@@ -98,27 +98,44 @@ class Projector(nn.Module):
 
     With `cells`, a learned embedding per map cell is added to the output (`position` [cells, D]), so
     an image token says where it sits, not only what it sees; without it (the LLaVA recipe) the LM
-    knows a cell's place only from its order among the image tokens."""
+    knows a cell's place only from its order among the image tokens.
 
-    def __init__(self, vision_dim: int = VISION_DIM, hidden_size: int = 576, cells: int = 0):
+    With `pooled`, every image token also gets a linear map of the image's max-pooled features
+    (`global_linear`), so what a few cells see (a small object among background) reaches all of them;
+    the cells are no longer projected each on its own alone."""
+
+    def __init__(self, vision_dim: int = VISION_DIM, hidden_size: int = 576, cells: int = 0, pooled: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(vision_dim)
         self.linear_1 = nn.Linear(vision_dim, hidden_size)
         self.act = nn.GELU()
         self.linear_2 = nn.Linear(hidden_size, hidden_size)
         self.register_parameter("position", None)
+        self.add_module("global_linear", None)
         with torch.no_grad():
             self.linear_2.weight.mul_(0.5)
         if cells:
             self.add_positions(cells)
+        if pooled:
+            self.add_pooled()
 
     def add_positions(self, cells: int) -> None:
         """Start the per-cell embeddings at zero: the projector's output is unchanged until trained."""
         w = self.linear_2.weight
         self.position = nn.Parameter(torch.zeros(cells, w.shape[0], dtype=w.dtype, device=w.device))
 
+    def add_pooled(self) -> None:
+        """Start the pooled-feature map at zero: the projector's output is unchanged until trained."""
+        w = self.linear_1.weight
+        self.global_linear = nn.Linear(w.shape[1], self.linear_2.out_features, dtype=w.dtype, device=w.device)
+        nn.init.zeros_(self.global_linear.weight)
+        nn.init.zeros_(self.global_linear.bias)
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:   # [N, r, 1280] -> [N, r, D]
-        out = self.linear_2(self.act(self.linear_1(self.norm(features))))
+        x = self.norm(features)
+        out = self.linear_2(self.act(self.linear_1(x)))
+        if self.global_linear is not None:
+            out = out + self.global_linear(x.amax(dim=-2, keepdim=True))
         if self.position is not None:
             if features.shape[-2] != self.position.shape[0]:
                 raise ValueError(f"{features.shape[-2]} feature cells per image, but the projector's position "
@@ -148,6 +165,8 @@ def load_projector(projector: Projector, path: str | Path) -> dict:
         state = {k: f.get_tensor(k) for k in f.keys()}
     if "position" in state and projector.position is None:
         projector.add_positions(state["position"].shape[0])
+    if "global_linear.weight" in state and projector.global_linear is None:
+        projector.add_pooled()
     want = {k: tuple(v.shape) for k, v in projector.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     bad_meta = {k: meta[k] for k in ("lm", "encoder", "image_size")
