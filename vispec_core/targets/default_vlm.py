@@ -101,8 +101,7 @@ class Projector(nn.Module):
     knows a cell's place only from its order among the image tokens.
 
     With `pooled`, every image token also gets a linear map of the image's max-pooled features
-    (`global_linear`), so what a few cells see (a small object among background) reaches all of them;
-    the cells are no longer projected each on its own alone."""
+    (`global_linear`), so what a few cells see (a small object among background) reaches every token."""
 
     def __init__(self, vision_dim: int = VISION_DIM, hidden_size: int = 576, cells: int = 0, pooled: bool = False):
         super().__init__()
