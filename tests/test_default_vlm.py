@@ -113,20 +113,21 @@ def test_pooled_features_reach_every_token_and_load_into_a_plain_projector(tmp_p
     assert torch.equal(plain(feats), proj(feats))
 
 
-def test_position_embeddings_train_at_their_own_rate(tmp_path):
-    """With positions, the per-cell embeddings leave zero at `position_lr_scale` x lr (an lr-scale of 0
-    keeps them at zero while the MLP trains) and resume with the rest."""
+def test_added_parts_train_at_their_own_rate(tmp_path):
+    """The parts added to LLaVA's MLP (position embeddings, the pooled-feature map) leave zero at
+    `added_lr_scale` x lr (a scale of 0 keeps them at zero while the MLP trains) and resume with the rest."""
     moved = {}
     for scale in (0.0, 10.0):
         vlm, samples, feats = pt.smoke_setup()
         vlm.projector.add_positions(dv.IMAGE_TOKENS)
+        vlm.projector.add_pooled()
         w0 = vlm.projector.linear_2.weight.detach().clone()
         for steps in (2, 3):
             pt.train(vlm, samples, feats, tmp_path / str(scale), steps=steps, batch=2, lr=1e-3, warmup=1, save_every=1,
-                     position_lr_scale=scale, log=lambda m: None)
+                     added_lr_scale=scale, log=lambda m: None)
         assert not torch.equal(vlm.projector.linear_2.weight, w0)
-        moved[scale] = vlm.projector.position.detach().abs().max().item()
-    assert moved[0.0] == 0 and moved[10.0] > 5e-3
+        moved[scale] = [t.detach().abs().max().item() for t in (vlm.projector.position, vlm.projector.global_linear.weight)]
+    assert moved[0.0] == [0, 0] and min(moved[10.0]) > 5e-3
 
 
 def test_color_weight_weighs_the_colour_tokens():

@@ -392,16 +392,18 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
 
 def train(vlm: dv.DefaultVLM, samples: list[dict], feats: dict, work: Path, steps: int, batch: int = 8,
           lr: float = 1.5e-3, warmup: int = 20, seed: int = 0, save_every: int = 10, max_minutes: float = 0,
-          eos_unlikelihood: float = 0.0, color_weight: float = 1.0, position_lr_scale: float = 1.0, log=print) -> int:
+          eos_unlikelihood: float = 0.0, color_weight: float = 1.0, added_lr_scale: float = 1.0, log=print) -> int:
     """Train the projector only; resumes from work/checkpoint.pt. With max_minutes, the step count
     is cut after the first steps to what fits that time (on a shared CPU), and kept on resume.
-    The per-cell position embeddings, where the projector has them, learn at `position_lr_scale` x lr.
+    The parts added to LLaVA's MLP (`position`, `global_linear`), where the projector has them, learn at
+    `added_lr_scale` x lr.
     Returns the number of steps trained."""
     torch.manual_seed(seed)
     proj = vlm.projector.float().train().requires_grad_(True)
-    groups = [{"params": [p for n, p in proj.named_parameters() if n != "position"], "lr_scale": 1.0}]
-    if proj.position is not None:
-        groups.append({"params": [proj.position], "lr_scale": position_lr_scale})
+    added = lambda name: name == "position" or name.startswith("global_linear.")
+    groups = [{"params": [p for n, p in proj.named_parameters() if not added(n)], "lr_scale": 1.0}]
+    if any(added(n) for n, _ in proj.named_parameters()):
+        groups.append({"params": [p for n, p in proj.named_parameters() if added(n)], "lr_scale": added_lr_scale})
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     work.mkdir(parents=True, exist_ok=True)
     ckpt, log_path = work / "checkpoint.pt", work / "train_log.jsonl"
@@ -736,7 +738,8 @@ def main(argv=None):
                     help="add a learned embedding per map cell to the projector (starts at zero)")
     ap.add_argument("--pooled", action="store_true",
                     help="add the image's max-pooled features, mapped by a learned linear, to every image token (starts at zero)")
-    ap.add_argument("--position-lr-scale", type=float, default=1.0, help="the position embeddings' lr, x --lr")
+    ap.add_argument("--added-lr-scale", type=float, default=1.0,
+                    help="the lr of the parts --positions and --pooled add, x --lr")
     ap.add_argument("--color-weight", type=float, default=1.0,
                     help="weight of the tokens that name a true colour of the image, vs 1 for the others")
     ap.add_argument("--scene-lists", type=float, default=0.0,
@@ -793,9 +796,9 @@ def main(argv=None):
         log(f"{len(samples)} samples ({len(long)} long x{a.long_repeat}), {len(feats)} images")
         steps = train(vlm, samples, feats, work / f"phase{a.phase}" if a.phase else work, a.steps, a.batch, a.lr, a.warmup, a.seed, max_minutes=a.max_minutes,
                       eos_unlikelihood=a.eos_unlikelihood, color_weight=a.color_weight,
-                      position_lr_scale=a.position_lr_scale, log=log)
+                      added_lr_scale=a.added_lr_scale, log=log)
         meta = {"phase": a.phase, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
-                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "positions": vlm.projector.position is not None, "pooled": vlm.projector.global_linear is not None, "position_lr_scale": a.position_lr_scale, "dtype": str(work_dtype).removeprefix("torch."),
+                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "positions": vlm.projector.position is not None, "pooled": vlm.projector.global_linear is not None, "added_lr_scale": a.added_lr_scale, "dtype": str(work_dtype).removeprefix("torch."),
                 "command": "python -m vispec_core.projector_train " + " ".join(argv or __import__("sys").argv[1:])}
         dv.save_projector(vlm.projector, a.out, meta)
         timings["train_s"] = time.time() - t
