@@ -95,6 +95,11 @@ def check_default_target(results):
         assert 0 <= checks.loc[row, "measured"] <= 1
     assert checks.loc[grounded, "measured"] <= min(checks.loc["Write long: no false colour named", "measured"],
                                                    checks.loc["Write long: no false shape named", "measured"])
+    for row in ("See (scenes): shape accuracy", "See (scenes): colour accuracy",           # section 5b's ceiling
+                "Write long (scenes): grounded", "Write long (easy-vqa): grounded"):
+        assert 0 <= checks.loc[row, "measured"] <= 1 and 0 <= float(checks.loc[row, "lm_told_facts"]) <= 1, row
+    assert checks.loc["Write long (scenes): grounded", "n"] + checks.loc["Write long (easy-vqa): grounded", "n"] == \
+        checks.loc["Write long: median tokens", "n"]
     both, decode = (checks.loc[f"Vanilla decoder tokens/s ({k})", "measured"] for k in ("prefill + decode", "decode steps"))
     assert 0 < both and 0 < decode
 
