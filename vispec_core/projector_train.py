@@ -400,10 +400,10 @@ def train(vlm: dv.DefaultVLM, samples: list[dict], feats: dict, work: Path, step
     Returns the number of steps trained."""
     torch.manual_seed(seed)
     proj = vlm.projector.float().train().requires_grad_(True)
-    added = lambda name: name == "position" or name.startswith("global_linear.")
-    groups = [{"params": [p for n, p in proj.named_parameters() if not added(n)], "lr_scale": 1.0}]
-    if any(added(n) for n, _ in proj.named_parameters()):
-        groups.append({"params": [p for n, p in proj.named_parameters() if added(n)], "lr_scale": added_lr_scale})
+    added = proj.added_parameters()
+    groups = [{"params": [p for p in proj.parameters() if all(p is not q for q in added)], "lr_scale": 1.0}]
+    if added:
+        groups.append({"params": added, "lr_scale": added_lr_scale})
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     work.mkdir(parents=True, exist_ok=True)
     ckpt, log_path = work / "checkpoint.pt", work / "train_log.jsonl"
@@ -798,7 +798,7 @@ def main(argv=None):
                       eos_unlikelihood=a.eos_unlikelihood, color_weight=a.color_weight,
                       added_lr_scale=a.added_lr_scale, log=log)
         meta = {"phase": a.phase, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
-                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "positions": vlm.projector.position is not None, "pooled": vlm.projector.global_linear is not None, "added_lr_scale": a.added_lr_scale, "dtype": str(work_dtype).removeprefix("torch."),
+                "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "added_lr_scale": a.added_lr_scale, "dtype": str(work_dtype).removeprefix("torch."),
                 "command": "python -m vispec_core.projector_train " + " ".join(argv or __import__("sys").argv[1:])}
         dv.save_projector(vlm.projector, a.out, meta)
         timings["train_s"] = time.time() - t

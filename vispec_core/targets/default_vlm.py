@@ -130,6 +130,10 @@ class Projector(nn.Module):
         nn.init.zeros_(self.global_linear.weight)
         nn.init.zeros_(self.global_linear.bias)
 
+    def added_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the parts added to LLaVA's MLP (`position`, `global_linear`)."""
+        return [p for n, p in self.named_parameters() if n == "position" or n.startswith("global_linear.")]
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:   # [N, r, 1280] -> [N, r, D]
         x = self.norm(features)
         out = self.linear_2(self.act(self.linear_1(x)))
