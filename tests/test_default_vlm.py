@@ -165,6 +165,16 @@ def test_scene_questions_are_held_out_true_and_unambiguous():
             assert a in {o.color for o in objs if o.shape == q.split()[4].rstrip("?")}
 
 
+def test_long_eval_items_from_a_later_start_are_the_same_sequence_continued():
+    """`--long-start` gives fresh long-answer prompts that continue the fixed sequence: a difference
+    seen on the first prompts can be checked on others, and the first ones are never redrawn."""
+    first, later = pt.long_eval_items(6), pt.long_eval_items(4, start=4)
+    assert [f for _, _, f in first[4:]] == [f for _, _, f in later[:2]]
+    assert [p for p, _, _ in first[4:]] == [p for p, _, _ in later[:2]]
+    assert [f["kind"] for _, _, f in later] == ["scene", "evqa", "scene", "evqa"]
+    assert later[2][2] not in [f for _, _, f in first]
+
+
 def test_grounding_reads_only_the_first_two_sentences():
     """`grounded` needs a true colour or shape named and nothing false; background colours are neither."""
     evqa = {"kind": "evqa", "color": "teal", "shape": "circle"}

@@ -602,12 +602,13 @@ def grounding(text: str, facts: dict) -> dict:
             "named_colors": sorted(named_c), "named_shapes": sorted(named_s)}
 
 
-def long_eval_items(n: int) -> list[tuple[str, Image.Image, dict]]:
+def long_eval_items(n: int, start: int = 0) -> list[tuple[str, Image.Image, dict]]:
     """(prompt, image, facts) of the long-answer check: held-out scenes (even k) and easy-vqa test
-    images (odd k), under the paper's two long-answer prompts in turn."""
+    images (odd k), under the paper's two long-answer prompts in turn; k from `start` (a later start
+    gives fresh prompts, e.g. to check a difference seen on the first ones)."""
     efacts = easyvqa_facts("test")
     items = []
-    for k in range(n):
+    for k in range(start, start + n):
         if k % 2 == 0:
             s = sc.sample_scene(100_000 + k)
             img, facts = sc.render(s), {"kind": "scene", **s.to_dict()}
@@ -638,10 +639,10 @@ def _long_summary(records: list[dict]) -> dict:
     return out | {"records": records}
 
 
-def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, batch: int = 4) -> dict:
+def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, batch: int = 4, start: int = 0) -> dict:
     """Answer length and grounding under the paper's long-answer prompts, on held-out scenes and
-    easy-vqa test images (greedy)."""
-    items = long_eval_items(n)
+    easy-vqa test images (greedy), prompts `start` to `start + n`."""
+    items = long_eval_items(n, start)
     records = []
     for b in range(0, len(items), batch):
         part = items[b:b + batch]
@@ -652,7 +653,7 @@ def evaluate_long(vlm: dv.DefaultVLM, n: int = 8, max_new_tokens: int = 320, bat
 
 
 def evaluate_told(vlm: dv.DefaultVLM, scene_n: int = 200, long_n: int = 32, max_new_tokens: int = 64,
-                  batch: int = 16) -> dict:
+                  batch: int = 16, long_start: int = 0) -> dict:
     """The frozen LM's ceiling: the same scene questions and long-answer prompts as `evaluate_see_scenes`
     and `evaluate_long`, with no image, the facts told in words instead (`writer_prompt`, what the
     long answers were written from). What the VLM could reach if the projector passed on the whole
@@ -669,7 +670,7 @@ def evaluate_told(vlm: dv.DefaultVLM, scene_n: int = 200, long_n: int = 32, max_
         out["see_scenes"] = {k: round(sum(v) / max(1, len(v)), 4) for k, v in right.items()} | {
             "n_shape": len(right["shape"]), "n_color": len(right["color"])}
     if long_n:
-        items = long_eval_items(long_n)
+        items = long_eval_items(long_n, long_start)
         records = []
         for b in range(0, len(items), batch):
             part = items[b:b + batch]
@@ -750,6 +751,7 @@ def main(argv=None):
     ap.add_argument("--colors-n", type=int, default=0,
                     help="held-out scenes asked which colours their shapes have (evaluate_scene_colors; 0: skip)")
     ap.add_argument("--long-n", type=int, default=8, help="long-answer prompts (0: skip)")
+    ap.add_argument("--long-start", type=int, default=0, help="the first long-answer prompt (a later one: fresh prompts)")
     ap.add_argument("--told", action="store_true",
                     help="also the frozen LM's ceiling: the same scene questions and long prompts with the "
                          "facts told in words instead of the image (evaluate_told)")
@@ -825,12 +827,12 @@ def main(argv=None):
                 if name != "told" or a.told:
                     colors[name] = evaluate_scene_colors(vlm, a.colors_n, **kw)
             log(f"scene colours {colors}")
-        long = evaluate_long(vlm, a.long_n) if a.long_n else None
+        long = evaluate_long(vlm, a.long_n, start=a.long_start) if a.long_n else None
         if long:
             log(f"long: median {long['median_tokens']} tokens, colors_ok {long['colors_ok']}, shapes_ok {long['shapes_ok']}, "
                 f"no wrong colour {long['no_wrong_colors']}, no wrong shape {long['no_wrong_shapes']}, grounded {long['grounded']} "
                 f"(scenes {long['grounded_scene']:.2f} of {long['n_scene']}, easy-vqa {long['grounded_evqa']:.2f} of {long['n_evqa']})")
-        told = evaluate_told(vlm, a.scene_n, a.long_n) if a.told else None
+        told = evaluate_told(vlm, a.scene_n, a.long_n, long_start=a.long_start) if a.told else None
         if told:
             log("told the facts in words: " + json.dumps({"see_scenes": told.get("see_scenes"), **{
                 k: told["long"][k] for k in ("grounded", "grounded_scene", "grounded_evqa", "n_scene", "n_evqa") if "long" in told}}))
