@@ -173,6 +173,8 @@ def test_long_eval_items_from_a_later_start_are_the_same_sequence_continued():
     assert [p for p, _, _ in first[4:]] == [p for p, _, _ in later[:2]]
     assert [f["kind"] for _, _, f in later] == ["scene", "evqa", "scene", "evqa"]
     assert later[2][2] not in [f for _, _, f in first]
+    with pytest.raises(ValueError, match="start must be >= 0"):
+        pt.long_eval_items(2, start=-1)
 
 
 def test_grounding_reads_only_the_first_two_sentences():

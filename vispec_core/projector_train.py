@@ -606,6 +606,8 @@ def long_eval_items(n: int, start: int = 0) -> list[tuple[str, Image.Image, dict
     """(prompt, image, facts) of the long-answer check: held-out scenes (even k) and easy-vqa test
     images (odd k), under the paper's two long-answer prompts in turn; k from `start` (a later start
     gives fresh prompts, e.g. to check a difference seen on the first ones)."""
+    if start < 0:
+        raise ValueError(f"start must be >= 0 (the first long-answer prompt), got {start}.")
     efacts = easyvqa_facts("test")
     items = []
     for k in range(start, start + n):
