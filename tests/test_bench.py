@@ -1,6 +1,8 @@
 """The benchmark: records, resume, paired speedup, exactness across methods, the tree search's offline
 tau estimate against real runs, report tables, and bad input. Tiny fp32 targets, random drafts."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,6 +126,65 @@ def test_rerun_after_retraining_or_on_another_machine_starts_over_and_keeps_the_
     assert [(r["config"]["weights"], r["device"]) for r in fresh if r["type"] == "header"] != [
         (h["config"]["weights"], h["device"]) for h in records if h["type"] == "header"]
     assert {r["variant"] for r in fresh if r["type"] == "run"} == set(methods.split(","))
+
+
+@pytest.mark.parametrize("machine", ["same", "another"])
+def test_records_made_in_another_clone_resume_or_start_over_but_never_fail(tmp_path, capsys, machine):
+    """Committed records were written in another checkout: its drafts folder had another absolute path.
+    What identifies a benchmark is its settings, its weights and its machine, never a path: on the same
+    machine the run resumes (nothing measured twice); on another it is set aside and measured again."""
+    from vispec_core import load_draft, load_target
+
+    target = load_target("tiny:llava_next", dtype="float32")
+    first = tmp_path / "first_clone"
+    load_draft("random:eagle2", target=target).save_pretrained(first / "drafts" / "eagle2")
+    args = dict(methods="vanilla,eagle2", tasks="text", temperature="0")
+    assert main(bench_args(first / "b.jsonl", drafts=str(first / "drafts"), **args)) == 0
+    header = json.loads((first / "b.jsonl").read_text().splitlines()[0])
+    assert header["config"]["drafts"] == str(first / "drafts") and "command" in header["config"]
+
+    second = tmp_path / "second_clone"
+    shutil.copytree(first, second)
+    out = second / "b.jsonl"
+    if machine == "another":
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        lines[0]["device"] = "another CPU (cpu, AVX512)"
+        out.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    before = out.read_text()
+    capsys.readouterr()
+    assert main(bench_args(out, drafts=str(second / "drafts"), **args)) == 0
+    err = capsys.readouterr().err
+    if machine == "same":
+        assert out.read_text() == before                  # resumed: every run was already there
+    else:
+        assert "another machine" in err and len(list(second.glob("b.before-*.jsonl"))) == 1
+        runs = runs_of(out)
+        assert {r["variant"] for r in runs} == {"vanilla", "eagle2"} and all(r["same_as_vanilla"] is not False
+                                                                               for r in runs)
+
+
+def test_records_name_paths_relative_to_the_repository(tmp_path):
+    from vispec_core.records import REPO, portable, write_jsonl
+
+    assert portable(str(REPO / "data" / "drafts" / "default")) == "data/drafts/default"
+    assert portable(REPO / "results") == "results"
+    assert portable("default") == "default" and portable("tiny:llava_next") == "tiny:llava_next"
+    assert portable({"a": [str(Path.home() / ".cache" / "vispec")]}) == {"a": ["~/.cache/vispec"]}
+    path = write_jsonl(tmp_path / "r.jsonl", [{"source": str(REPO / "results" / "raw" / "x.jsonl")}],
+                       drafts=REPO / "data" / "drafts")
+    line = json.loads(path.read_text())
+    assert line["source"] == "results/raw/x.jsonl" and line["meta"]["config"]["drafts"] == "data/drafts"
+    assert str(REPO) not in path.read_text()
+
+
+def test_bench_refuses_an_out_file_that_is_not_a_benchmark_file(tmp_path, capsys):
+    """A notes file given as --out is neither cut nor appended to, whether or not it ends with a newline."""
+    for text in ("my notes", "first line\nsecond line", '{"a": 1}\n'):
+        notes = tmp_path / "notes.txt"
+        notes.write_text(text)
+        assert main(bench_args(notes)) == 2
+        assert notes.read_text() == text
+        assert "not a benchmark file" in capsys.readouterr().err
 
 
 def test_speedup_is_paired_per_prompt():

@@ -34,12 +34,16 @@ from pathlib import Path
 
 import torch
 
+from .records import append_records, drop_partial_tail, portable, read_records
 from .tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
 from .tree_search import PAPER_TREE, TreeConfig, parse_tree, search_tree
 
 METHODS = ("vanilla", "hf", "hf_prompt_lookup", "prompt_lookup", "medusa", "eagle2", "vispec")
 SPECULATIVE = ("medusa", "eagle2", "vispec")
-FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree", "drafts")   # must match to resume
+# Settings that must match to resume (a target given as a folder, relative to the repository). Which
+# drafts were measured is the weights digest's to say, since their folder differs from clone to clone;
+# which machine, the header's device and weight form.
+FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree")
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -204,37 +208,7 @@ def make_record(p, variant: Variant, temperature: float, seed: int, tokens: list
     return rec
 
 
-# -- records ----------------------------------------------------------------------------------------
-def read_records(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out, lines = [], path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:         # a run killed mid-write: drop the stub
-                    continue
-                raise ValueError(f"{path}:{i + 1} is not a JSON record; is this a benchmark file?") from None
-    return out
-
-
-def drop_partial_tail(path: Path) -> None:
-    """Cut a last line left half-written by a killed run, so appends start on a fresh line."""
-    if path.is_file():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def append_records(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
-
-
+# -- the machine and the weights ---------------------------------------------------------------
 def environment(target) -> dict:
     def git(*a):
         try:
@@ -284,7 +258,22 @@ def weights_digest(target, drafts: dict) -> str:
 
 
 # -- the benchmark ------------------------------------------------------------------------------------
+def _set_aside(old: list[dict], fixed: dict, env: dict, out: Path, log) -> bool:
+    """Records of other weights or of another machine (or weight form) are never resumed onto: the file
+    is kept beside as <name>.before-<time>.jsonl and the benchmark starts over. True if it was set aside."""
+    headers = [h for h in old if h.get("type") == "header"]
+    why = ("other target or draft weights" if any(h["config"].get("weights") != fixed["weights"] for h in headers)
+           else f"another machine or weight form than {env['device']}, {env['weights']}"
+           if any((h.get("device"), h.get("weights")) != (env["device"], env["weights"]) for h in headers) else None)
+    if why:
+        kept = out.with_name(f"{out.stem}.before-{time.strftime('%Y%m%dT%H%M%S')}{out.suffix}")
+        out.replace(kept)
+        log(f"{out} was measured with {why}: kept as {kept}, starting over")
+    return why is not None
+
+
 def _check_resumable(old: list[dict], fixed: dict, out: Path) -> None:
+    """The same weights on the same machine with other settings: a user error, not a reason to start over."""
     for h in (r for r in old if r.get("type") == "header"):
         diff = {k: (h["config"].get(k), fixed[k]) for k in FIXED if h["config"].get(k) != fixed[k]}
         if diff:
@@ -334,6 +323,13 @@ def _auto_trees(args, target, drafts, tasks, temps, old, log) -> tuple[dict, lis
     return variants, new
 
 
+def _command() -> str | None:
+    """The command line that ran the benchmark, when it was the CLI (a notebook's kernel argv says nothing)."""
+    if Path(sys.argv[0]).name in ("__main__.py", "vispec_core", "vispec"):
+        return portable(" ".join(["python -m vispec_core", *sys.argv[1:]]))
+    return None
+
+
 def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list[dict]:
     """Run (or resume) the benchmark described by parsed CLI args; returns all run records in the file."""
     from .targets import load_target
@@ -343,12 +339,11 @@ def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list
     if args.n_prompts < 1 or args.max_new_tokens < 1:
         raise ValueError("--n-prompts and --max-new-tokens must be >= 1.")
     out = Path(args.out)
+    old = read_records(out)             # refuses a file that is not a benchmark file, before touching it
     drop_partial_tail(out)
-    old = read_records(out)
-    fixed = dict(target=args.target, dtype=args.dtype, device=args.device, max_new_tokens=args.max_new_tokens,
-                 seed=args.seed, top_p=args.top_p, tree=args.tree or "paper", drafts=args.drafts)
-    _check_resumable(old, fixed, out)
-    done = {(r["task"], r["prompt_id"], r["variant"], r["temperature"]): r for r in old if r.get("type") == "run"}
+    fixed = dict(target=portable(args.target), dtype=args.dtype, device=args.device,
+                 max_new_tokens=args.max_new_tokens, seed=args.seed, top_p=args.top_p, tree=args.tree or "paper",
+                 drafts=portable(args.drafts))
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -356,22 +351,16 @@ def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list
     drafts = load_drafts(target, methods, args.drafts)
     fixed["weights"] = weights_digest(target, drafts)
     env = environment(target)
-    headers = [h for h in old if h.get("type") == "header"]
-    # timings from two machines (or two forms of the weights) are never compared in one file
-    why = ("other target or draft weights" if any(h["config"].get("weights") != fixed["weights"] for h in headers)
-           else f"another machine or weight form than {env['device']}, {env['weights']}"
-           if any((h.get("device"), h.get("weights")) != (env["device"], env["weights"]) for h in headers) else None)
-    if why:
-        kept = out.with_name(f"{out.stem}.before-{time.strftime('%Y%m%dT%H%M%S')}{out.suffix}")
-        out.replace(kept)
-        log(f"{out} was measured with {why}: kept as {kept}, starting over")
-        old, done = [], {}
+    if _set_aside(old, fixed, env, out, log):
+        old = []
+    _check_resumable(old, fixed, out)
+    done = {(r["task"], r["prompt_id"], r["variant"], r["temperature"]): r for r in old if r.get("type") == "run"}
     prompts = [p for t in tasks for p in task_prompts(t, args.n_prompts, args.seed)]
     variants = _variants(methods, tree, drafts)
     at = {t: variants for t in temps}          # the variants run at each temperature
     header = dict(type="header", started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   config=dict(fixed, methods=methods, tasks=tasks, temperatures=temps, n_prompts=args.n_prompts,
-                              command=" ".join(sys.argv)), **env)
+                              command=_command()), **env)
     new_records = [header]
     if tree == "auto":
         auto, searched = _auto_trees(args, target, drafts, tasks, temps, old, log)

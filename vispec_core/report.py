@@ -18,16 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .records import read_records
 from .textstats import repetition
 from .tree_search import ceiling, tau_needed
 
 KEY = ["task", "prompt_id", "temperature"]
-WANTED_SPEEDUP = 2.0        # the trees table's `tau_for_2x`: the CPU goal, about the paper's speedups
+WANTED_SPEEDUP = 2.0        # the trees table's `tau_for_2x`: about the paper's speedups
 
 
 def load_records(path) -> list[dict]:
-    from .bench import read_records
-
     records = read_records(Path(path))
     if not records:
         raise ValueError(f"No benchmark records in {path}.")

@@ -1,7 +1,9 @@
 """`make reproduce`: run the numbered notebooks in order through papermill, writing results/.
 
 Parameters passed to a notebook must be ones its `parameters` cell declares: a misspelt name is an
-error here, not a silent default (papermill itself only warns).
+error here, not a silent default (papermill itself only warns). While it runs, papermill's bar shows
+the cells of the notebook at hand and the time spent; a line per notebook gives the elapsed total.
+The executed notebooks are committed, so no path of the machine that ran them stays in their outputs.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from .records import portable
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -24,7 +28,29 @@ def declared_parameters(path: Path) -> dict:
     return pm.inspect_notebook(str(path))
 
 
-def run_notebook(path: Path, output: Path, parameters: dict, cwd: Path = ROOT) -> float:
+def make_portable(path: Path) -> None:
+    """Rewrite an executed notebook so that it reads the same on any machine: papermill's input and
+    output paths and every output text lose the repository's and the home folder's absolute paths."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    meta = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = portable(meta[key])
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = portable(out["text"])
+            for kind, value in out.get("data", {}).items():
+                if kind.startswith("text/"):
+                    out["data"][kind] = portable(value)
+            if "traceback" in out:
+                out["traceback"] = portable(out["traceback"])
+    nbformat.write(nb, str(path))
+
+
+def run_notebook(path: Path, output: Path, parameters: dict, cwd: Path = ROOT, progress: bool = False) -> float:
     """Execute one notebook with papermill; return the seconds it took."""
     import papermill as pm
 
@@ -33,14 +59,19 @@ def run_notebook(path: Path, output: Path, parameters: dict, cwd: Path = ROOT) -
     if unknown:
         raise ValueError(f"{path.name} has no parameter(s) {unknown}; it declares {sorted(declared)}.")
     start = time.perf_counter()
-    pm.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(cwd), progress_bar=False,
-                        kernel_name="python3")
+    try:
+        pm.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(cwd), progress_bar=progress,
+                            kernel_name="python3")
+    finally:
+        if Path(output).is_file():
+            make_portable(Path(output))
     return time.perf_counter() - start
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--full", action="store_true", help="also synthesize data and retrain the drafts")
+    parser.add_argument("--full", action="store_true",
+                        help="also rebuild the default target, synthesize the data and retrain the drafts (hours)")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all)")
     args = parser.parse_args(argv)
     found = notebooks()
@@ -49,11 +80,13 @@ def main(argv=None) -> int:
     if not found:
         print(f"No notebooks found under {NOTEBOOKS}.", file=sys.stderr)
         return 1
-    for path in found:
+    began = time.perf_counter()
+    for i, path in enumerate(found, 1):
         params = {"FULL": True} if args.full and "FULL" in declared_parameters(path) else {}
-        print(f"running {path.name} ...", flush=True)
-        seconds = run_notebook(path, path, params)
-        print(f"  done in {seconds / 60:.1f} min", flush=True)
+        print(f"[{i}/{len(found)}] {path.name}", flush=True)
+        seconds = run_notebook(path, path, params, progress=True)
+        print(f"[{i}/{len(found)}] {path.name} done in {seconds / 60:.1f} min "
+              f"(elapsed {(time.perf_counter() - began) / 60:.1f} min)", flush=True)
     return 0
 
 
