@@ -30,7 +30,7 @@ from PIL import Image
 
 from . import scenes as sc
 from .targets import default_vlm as dv
-from .targets.packed import many_rows_dtype
+from .targets.packed import many_rows_dtype, packed_linears
 
 EVQA_COLORS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
 EVQA_SHAPES = ("circle", "rectangle", "triangle")
@@ -463,8 +463,9 @@ def generate_batch(vlm: dv.DefaultVLM, prompts: list[str], feats: torch.Tensor |
     mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in rows])
     embeds = vlm.embed(ids, None if feats is None else vlm.project(feats.float()))
     eos = tok.convert_tokens_to_ids("<|im_end|>")
-    out = vlm.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                          do_sample=False, eos_token_id=eos, pad_token_id=pad, min_new_tokens=no_eos_before)
+    with packed_linears(vlm.lm):        # bf16 over many rows: the CPU's fast form, as synthesis does
+        out = vlm.lm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                              do_sample=False, eos_token_id=eos, pad_token_id=pad, min_new_tokens=no_eos_before)
     res = []
     for r in out.tolist():
         res.append(r[:r.index(eos)] if eos in r else r)
