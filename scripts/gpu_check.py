@@ -46,9 +46,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core.decode import Clock, decode_vanilla, prefill            # noqa: E402
+from vispec_core.decoding.decode import Clock, decode_vanilla, prefill            # noqa: E402
 from vispec_core.targets.base import Target, TargetInputs                 # noqa: E402
-from vispec_core.tree_search import VERIFY_SIZES, verify_cost_curve       # noqa: E402
+from vispec_core.evaluation.tree_search import VERIFY_SIZES, verify_cost_curve       # noqa: E402
 
 LLAMA_7B = dict(hidden_size=4096, num_hidden_layers=32, intermediate_size=11008, num_attention_heads=32,
                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
@@ -133,7 +133,7 @@ def speculative_cycle(target, vanilla_token_s: float | None, prompt_len: int, ne
     the time of drafting the tree and of verifying + committing it, per cycle. A random draft accepts
     ~nothing, so this is the cycle's cost; the speedup a trained draft would give at acceptance tau is
     (1 + tau) x vanilla time per token / cycle time."""
-    from vispec_core.decode import decode_speculative
+    from vispec_core.decoding.decode import decode_speculative
     from vispec_core.drafts import load_draft
 
     draft = load_draft("random:eagle2", target)
@@ -159,7 +159,7 @@ def profile_cycle(target, prompt_len: int, cycles: int, text_path: Path) -> dict
     """`cycles` draft-verify cycles of speculative_cycle's setting under torch.profiler, from the
     loop's first draft tree on (prefill and the draft's prompt pass left out). Counts are per cycle;
     cudaDeviceSynchronize includes the loop's two timing marks per cycle (Clock)."""
-    import vispec_core.decode as decode
+    import vispec_core.decoding.decode as decode
     from torch.profiler import ProfilerActivity, profile
     from vispec_core.drafts import load_draft
 
@@ -223,7 +223,7 @@ def verify_curve(target, prefix: int, repeats: int) -> dict:
 
 def bench_default(args, out: Path) -> dict:
     from vispec_core.__main__ import main as cli
-    from vispec_core.report import write_report
+    from vispec_core.evaluation.report import write_report
 
     raw = out / ("bench_small.jsonl" if args.small else "bench_default.jsonl")
     cmd = ["bench", "--target", "tiny:llava_next" if args.small else "default", "--out", str(raw),

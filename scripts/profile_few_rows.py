@@ -32,7 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vispec_core.targets import few_rows
+from vispec_core.cpu import few_rows
 
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]     # default target: qkv, o, gate_up, down
 

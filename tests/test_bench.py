@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from vispec_core.__main__ import main
-from vispec_core.bench import hf_generate, parse_methods, parse_temperatures
-from vispec_core.decode import decode_speculative, decode_vanilla
-from vispec_core.report import paired, summarise, write_report
-from vispec_core.targets.packed import can_pack
-from vispec_core.tasks import TASKS, parse_tasks, task_prompts
-from vispec_core.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_tau, parse_tree, search_tree
+from vispec_core.cpu.packed import can_pack
+from vispec_core.data.tasks import TASKS, parse_tasks, task_prompts
+from vispec_core.decoding.decode import decode_speculative, decode_vanilla
+from vispec_core.drafts.session import TreeSession
+from vispec_core.evaluation.bench import hf_generate, parse_methods, parse_temperatures
+from vispec_core.evaluation.report import paired, summarise, write_report
+from vispec_core.evaluation.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_tau, parse_tree, search_tree
 
 from conftest import tiny_target
 
@@ -194,7 +195,7 @@ class OracleDraft:
         return OracleSession(self)
 
 
-class OracleSession:
+class OracleSession(TreeSession):
     def __init__(self, draft):
         self.draft, self.generated, self.extends, self.paths = draft, 0, 0, []
 

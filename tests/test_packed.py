@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from vispec_core import load_draft
-from vispec_core.decode import decode_speculative, decode_vanilla, prefill
+from vispec_core.cpu import few_rows
+from vispec_core.cpu import packed as packed_module
+from vispec_core.cpu.packed import can_pack, is_packed
+from vispec_core.data.tasks import task_prompts
+from vispec_core.decoding.decode import decode_speculative, decode_vanilla, prefill
 from vispec_core.targets import load_target
-from vispec_core.targets import few_rows
-from vispec_core.targets import packed as packed_module
-from vispec_core.targets.packed import can_pack, is_packed
-from vispec_core.tasks import task_prompts
 
 
 def bf16_target(family, monkeypatch, mode):

@@ -19,8 +19,8 @@ def main() -> None:
     build_language_model()      # SmolLM2's GGUF dequantised once into safetensors
     import torch
 
-    from .targets import few_rows, fused_layer
-    from .targets.packed import can_pack
+    from .cpu import few_rows, fused_layer
+    from .cpu.packed import can_pack
 
     if not can_pack(torch.bfloat16):
         for name, module in (("few-rows kernel", few_rows), ("fused decoder layer", fused_layer)):

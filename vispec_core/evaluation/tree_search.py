@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .decode import Clock, pick, prefill
-from .tree import draft_tree
+from ..decoding.decode import Clock, pick, prefill
+from ..decoding.tree import draft_tree
 
 VERIFY_SIZES = (1, 2, 4, 8, 12, 16, 24, 30, 48, 64)
 TOTALS = (2, 4, 8, 12, 16, 24, 30, 48, 64)

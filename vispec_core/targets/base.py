@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..images import interleave, load_images
-from ..kv_cache import KVCache
-from . import fused_layer
-from .packed import PackedWeights, packing_mode, upcast_wanted
+from .images import interleave, load_images
+from .kv_cache import KVCache
+from ..cpu import fused_layer
+from ..cpu.packed import PackedWeights, packing_mode, upcast_wanted
 
 
 @dataclass
