@@ -6,7 +6,7 @@ Each decoder runs `--tokens` greedy tokens (prefill excluded: the profile starts
 token) under torch.profiler; operators are grouped into matmuls by weight shape (the LM head apart),
 attention, and everything else, and reported in ms per generated token. The wall time per token of
 each decoder is measured without the profiler, beside it: ours on prepacked weights
-(targets/packed.py), ours on the modules' own weights (VISPEC_PREPACK=0), transformers' generate.
+(cpu/packed.py), ours on the modules' own weights (VISPEC_PREPACK=0), transformers' generate.
 Run it on an idle machine.
 """
 from __future__ import annotations

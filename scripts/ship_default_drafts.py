@@ -4,8 +4,7 @@ data/drafts/default/README.md.
 
     python scripts/ship_default_drafts.py --runs ~/.cache/vispec/runs/default
 
-A run folder without stage-1 runs (stage 2 continued from the shipped drafts, as for the phase-7
-projector) ships the stage-2 drafts and logs and leaves the shipped stage-1 logs as they are.
+A run folder without stage-1 runs (stage 2 continued from the shipped drafts) ships the stage-2 drafts and logs and leaves the shipped stage-1 logs as they are.
 """
 from __future__ import annotations
 

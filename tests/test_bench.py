@@ -380,7 +380,7 @@ def load_script(name: str):
 
 
 def test_tree_estimate_check_script_runs(capsys):
-    """scripts/tree_estimate_check.py on a tiny target, so the check cited in the notes cannot rot."""
+    """scripts/tree_estimate_check.py on a tiny target, so the check the README cites cannot rot."""
     script = load_script("tree_estimate_check")
     assert script.main(["--target", "tiny:llava_next", "--draft", "random:eagle2", "--tree", "4/2/2",
                         "--tasks", "text", "--tokens", "6", "--seeds", "2"]) == 0
@@ -390,7 +390,7 @@ def test_tree_estimate_check_script_runs(capsys):
 
 @pytest.mark.skipif(not can_pack(torch.bfloat16), reason="oneDNN packs bf16 only on a CPU with AVX-512 or AVX-NE-CONVERT")
 def test_profile_draft_script_runs(capsys):
-    """scripts/profile_draft.py on a tiny bf16 target: the figure cited in the notes cannot rot."""
+    """scripts/profile_draft.py on a tiny bf16 target: the figure the README cites cannot rot."""
     module = load_script("profile_draft")
     assert module.main(["--target", "tiny:llava_next", "--dtype", "bfloat16", "--draft", "random:eagle2",
                         "--tree", "6/2/3", "--tokens", "8", "--threads", "1", "--repeats", "1"]) == 0
@@ -398,7 +398,7 @@ def test_profile_draft_script_runs(capsys):
 
 
 def test_draft_tau_script_runs(tmp_path, capsys):
-    """scripts/draft_tau.py on a tiny target: acceptance compared without timing, as the notes cite it."""
+    """scripts/draft_tau.py on a tiny target: acceptance compared without timing, as the README cites it."""
     module = load_script("draft_tau")
     out = tmp_path / "tau.json"
     assert module.main(["--target", "tiny:llava_next", "--drafts", "random:eagle2,random:medusa", "--trees", "4/2/2,6/3/2",

@@ -265,7 +265,7 @@ def test_scene_colors_scores_the_set_of_colours_named(monkeypatch):
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
 def test_committed_projector_sees(target):
     """The committed projector answers easy-vqa shape and colour questions (fixed subset) well above
-    chance (shape 1/3, colour 1/8; a blank image scores about that). The default (phase 13: colour 0.917
+    chance (shape 1/3, colour 1/8; a blank image scores about that). The shipped one (colour 0.917
     on 200 in fp32, data/default_vlm/README.md) passes; the bounds allow two colour misses of 14."""
     vlm = target.vlm if many_rows_dtype() == target.dtype else _fp32_target().vlm    # batched: see packed.py
     res = pt.evaluate_see(vlm, n=32, batch=16)
@@ -280,7 +280,7 @@ def test_mismatched_projector_is_refused(tmp_path):
     dv.save_projector(dv.Projector(1280, 64), tmp_path / "small.safetensors")
     with pytest.raises(ValueError, match="does not fit"):
         dv.load_projector(dv.Projector(1280, 576), tmp_path / "small.safetensors")
-    with pytest.raises(FileNotFoundError, match="projector_train"):
+    with pytest.raises(FileNotFoundError, match="training.projector"):
         dv.load_projector(dv.Projector(), tmp_path / "absent.safetensors")
 
 
@@ -371,7 +371,7 @@ def test_bf16_speculative_equals_vanilla_with_fused_layers(target, monkeypatch):
     arithmetic, VISPEC_CPU_FORM=widen on one with it) a token's hidden state does not depend on the
     tokens verified beside it, so speculative decoding emits vanilla's greedy tokens bitwise, near-ties
     included (with PyTorch's ops instead, all three trees leave vanilla's path on this prompt within
-    64 tokens: session 11)."""
+    64 tokens)."""
     from vispec_core import load_draft
     from vispec_core.decoding.decode import decode_speculative, decode_vanilla
     from vispec_core.cpu import few_rows

@@ -120,8 +120,8 @@ def test_cli_passes_draft_vocab_to_the_trainer(monkeypatch):
 
 
 def test_stage_two_on_few_distinct_tokens_keeps_a_full_size_vocabulary(tmp_path):
-    """Stage 2 on short captions (few distinct tokens) once shrank the shipped EAGLE-2 and Medusa
-    drafts' vocabulary from 4,096 to 100 ids: the data's tokens come first, then --init's fill up."""
+    """Stage 2 on short captions (few distinct tokens) keeps a --draft-vocab of 4,096 ids, not the
+    100 the data holds: the data's tokens come first, then --init's fill up."""
     from vispec_core.targets import load_target
 
     spec = "tiny:llava_next"

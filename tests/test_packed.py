@@ -1,4 +1,4 @@
-"""Prepacked oneDNN weights (targets/packed.py): on a CPU in bf16 the target's forward and logits are
+"""Prepacked oneDNN weights (cpu/packed.py): on a CPU in bf16 the target's forward and logits are
 bitwise those of the HF modules' own weights (tree masks and Qwen's q/k/v biases included), decoding
 emits the same tokens, and a weight changed in place is packed again. The drafts' weights, packed where
 they are used (packed.linear), give bitwise the same log-probs."""

@@ -35,26 +35,32 @@ def _cpu_ok() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
+def build(name: str, sources: tuple[str, ...], functions: list[str], what: str, instead: str):
+    """Build kernels/<sources> once per machine into $VISPEC_CACHE/kernels/<name> (torch's `load_inline`
+    on the files' text); None, with one warning saying why and what runs `instead`, where it fails."""
+    from ..assets import cache_dir
+    build_dir = cache_dir("kernels", name)
+    if not any(build_dir.glob("*.so")):
+        print(f"vispec: building the {what} (once per machine, about a minute)", file=sys.stderr, flush=True)
+    try:
+        from torch.utils.cpp_extension import load_inline
+        return load_inline(f"vispec_{name}", cpp_sources=[(KERNELS / s).read_text() for s in sources],
+                           functions=functions, extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+                           extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
+    except Exception as e:                      # no compiler, no ninja, a failed build
+        warnings.warn(f"vispec: the {what} could not be built ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); {instead}", stacklevel=4)
+        return None
+
+
 @functools.cache
 def _module():
     """The built kernel, or None (with one warning saying why) where it cannot be had."""
     if os.environ.get("VISPEC_FEW_ROWS_KERNEL", "1") == "0" or not _cpu_ok():
         return None
-    from ..assets import cache_dir
-    build = cache_dir("kernels", "few_rows")
-    if not any(build.glob("*.so")):
-        print("vispec: building the few-rows AVX2 kernel (once per machine, about a minute)", file=sys.stderr, flush=True)
-    try:
-        from torch.utils.cpp_extension import load_inline
-        return load_inline("vispec_few_rows", cpp_sources=[(KERNELS / "few_rows.cpp").read_text()], functions=["few_rows_linear"],
-                           extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
-                           build_directory=str(build), verbose=False)
-    except Exception as e:                      # no compiler, no ninja, a failed build: the fp32 copy instead
-        warnings.warn(f"vispec: the few-rows AVX2 kernel could not be built ({type(e).__name__}: "
-                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); bf16 products over a few "
-                      "rows use an fp32 weight copy instead (slower, twice the memory). Install a C++ "
-                      "compiler (e.g. apt install g++) and `pip install ninja` to have it.", stacklevel=3)
-        return None
+    return build("few_rows", ("few_rows.cpp",), ["few_rows_linear"], "few-rows AVX2 kernel",
+                 "bf16 products over a few rows use an fp32 weight copy instead (slower, twice the memory). "
+                 "Install a C++ compiler (e.g. apt install g++) and `pip install ninja` to have it.")
 
 
 def available() -> bool:

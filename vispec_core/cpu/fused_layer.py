@@ -19,7 +19,7 @@ differ by fp32 rounding in the norm's and the attention's sums and in exp: one l
 was bitwise equal for 11 of 12 draws; on the twelfth one attention value rounded to the other bf16
 neighbour, and that spread to 242 of the layer's 1,728 outputs (one ulp each).
 
-Measured (default target, 2 threads, AVX2 Zen 3, `verify_cost_curve` after a VQA prompt; session 11): a
+Measured (default target, 2 threads, AVX2 Zen 3, `verify_cost_curve` after a VQA prompt): a
 target forward over 1 / 4 / 8 tokens 41-53 / 50-64 / 67-83 ms with PyTorch's ops, 21-24 / 26-27 / 39-43
 ms fused (with few_rows.py's prefetch); a draft's layer call 2.35 -> 1.27 ms.
 
@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
-import warnings
 
 import torch
 
@@ -45,21 +43,8 @@ def _module():
     """The built extension, or None (with one warning saying why) where it cannot be had."""
     if os.environ.get("VISPEC_FUSED_LAYER", "1") == "0" or not few_rows.available():
         return None
-    from ..assets import cache_dir
-    build = cache_dir("kernels", "fused_layer")
-    if not any(build.glob("*.so")):
-        print("vispec: building the fused decoder layer (once per machine, about a minute)", file=sys.stderr, flush=True)
-    try:
-        from torch.utils.cpp_extension import load_inline
-        return load_inline("vispec_fused_layer", cpp_sources=[(few_rows.KERNELS / name).read_text() for name in ("few_rows.cpp", "fused_layer.cpp")],
-                           functions=["decoder_layer", "rms_norm"],
-                           extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
-                           build_directory=str(build), verbose=False)
-    except Exception as e:
-        warnings.warn(f"vispec: the fused decoder layer could not be built ({type(e).__name__}: "
-                      f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); the layers run as PyTorch ops.",
-                      stacklevel=3)
-        return None
+    return few_rows.build("fused_layer", ("few_rows.cpp", "fused_layer.cpp"), ["decoder_layer", "rms_norm"],
+                          "fused decoder layer", "the layers run as PyTorch ops.")
 
 
 def available() -> bool:
@@ -88,6 +73,17 @@ def decoder_layer(x, layer, packed, i, cos, sin, keys, values, start, mask, scal
         x, layer.input_layernorm.weight, layer.post_attention_layernorm.weight, layer.input_layernorm.variance_epsilon,
         p["qkv"][0], p["qkv_bias"], p["o"][0], p["o_bias"], p["gate_up"][0], p["gate_up"][1] // 2, p["gate_up_bias"],
         p["down"][0], p["down_bias"], cos, sin, keys, values, start, mask, scale, heads, kv_heads, head_dim)
+
+
+def forward(target, packed, embeds, cos, sin, cache, start: int, mask) -> torch.Tensor:
+    """Target.forward over a few new tokens with every layer as one C++ call, then the final norm:
+    embeds [1, n, D] bf16, cos / sin [1, 1, n, hd], the fp32 cache; returns f [1, n, D]."""
+    x, c, s = embeds[0].contiguous(), cos[0, 0].contiguous(), sin[0, 0].contiguous()
+    for i, layer in enumerate(target.language_model.layers):
+        keys, values = cache.kv[i]
+        x = decoder_layer(x, layer, packed, i, c, s, keys, values, start, mask, layer.self_attn.scaling,
+                          target.num_heads, target.num_kv_heads, target.head_dim)
+    return rms_norm(x, target.language_model.norm)[None]
 
 
 def draft_layer(layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache, mask) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Drafts: ViSpec, EAGLE-2 and Medusa, all `transformers.PreTrainedModel`s sharing the target's frozen
-embedding and LM head. `load_draft(spec, target)` is the one way in."""
+embedding and LM head, and prompt lookup (no weights); the session interface the decoder drives
+(session.py). `load_draft(spec, target)` is the one way in."""
 from __future__ import annotations
 
 from pathlib import Path

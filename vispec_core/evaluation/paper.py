@@ -95,16 +95,6 @@ def side_by_side(measured: pd.DataFrame, model: str = "LLaVA-1.6-7B") -> pd.Data
                                  kind="stable").reset_index(drop=True)
 
 
-def ablation_frame(summaries: dict[str, pd.DataFrame], method: str = "vispec") -> pd.DataFrame:
-    """{row label: report summary of that draft's run} -> label, task, tau, speedup (T=0, per task)."""
-    rows = []
-    for label, s in summaries.items():
-        s = s[(s["method"] == method) & (s["temperature"] == 0) & (s["task"] != "all")]
-        rows += [{"label": label, "task": r["task"], "tau": r["median_tau"], "speedup": r["median_speedup"]}
-                 for _, r in s.iterrows()]
-    return pd.DataFrame(rows, columns=["label", "task", "tau", "speedup"])
-
-
 # -- claims and their rules ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Claim:

@@ -573,7 +573,7 @@ def evaluate_scene_colors(vlm: dv.DefaultVLM, n: int = 100, batch: int = 16, bla
 def grounding(text: str, facts: dict) -> dict:
     """Colours and shapes named in the first two sentences vs the image's facts: `colors_ok` when
     they name a true colour and no false one (strict: naming none fails), `no_wrong_colors` when they
-    name no false one (naming none passes); the same for shapes. `grounded` is the issue's reading of
+    name no false one (naming none passes); the same for shapes. `grounded` reads
     "what the first sentences name matches the image": they name at least one true colour or shape,
     and no false colour or shape."""
     head = " ".join(re.split(r"(?<=[.!?])\s+", text.strip())[:2]).lower()

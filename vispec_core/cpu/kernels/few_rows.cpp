@@ -15,7 +15,7 @@ static inline void tile(const float* X, int64_t K, const uint16_t* Wb, T* Y, int
   for (int64_t k = 0; k < K; ++k) {
     // The weight streams from memory once; asking for it ahead of use, every step, overlaps the stream
     // with the FMAs (all linears of the default target, 2 threads, no prefetch -> this: 1 row 20.9 ->
-    // 14.6 ms, 5 rows 27.6 -> 15.6, 30 rows 84 -> 71; session 11). A prefetch past the end is harmless.
+    // 14.6 ms, 5 rows 27.6 -> 15.6, 30 rows 84 -> 71). A prefetch past the end is harmless.
     _mm_prefetch((const char*)(Wb + (k + PREFETCH) * 16), _MM_HINT_T0);
     const __m256i v = _mm256_loadu_si256((const __m256i*)(Wb + k * 16));
     const __m256 wl = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));
