@@ -46,9 +46,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core.decoding.decode import Clock, decode_vanilla, prefill            # noqa: E402
-from vispec_core.targets.base import Target, TargetInputs                 # noqa: E402
-from vispec_core.evaluation.tree_search import VERIFY_SIZES, verify_cost_curve       # noqa: E402
+from vispec_core.decoding.decode import Clock, decode_vanilla, prefill          # noqa: E402
+from vispec_core.targets.base import Target, TargetInputs                       # noqa: E402
+from vispec_core.evaluation.tree_search import VERIFY_SIZES, verify_cost_curve  # noqa: E402
 
 LLAMA_7B = dict(hidden_size=4096, num_hidden_layers=32, intermediate_size=11008, num_attention_heads=32,
                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core.data import scenes as sc  # noqa: E402
-from vispec_core.training.projector import load_features                  # noqa: E402
-from vispec_core.targets import default_vlm as dv  # noqa: E402
+from vispec_core.data import scenes as sc                 # noqa: E402
+from vispec_core.training.projector import load_features  # noqa: E402
+from vispec_core.targets import default_vlm as dv         # noqa: E402
 
 
 def object_cells(feats: dict[str, torch.Tensor], seeds, transpose: bool = False) -> tuple[torch.Tensor, list[str], list[str]]:

@@ -25,8 +25,8 @@ from skimage import data as skdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core import load_target                       # noqa: E402
-from vispec_core.decoding.decode import decode_vanilla              # noqa: E402
+from vispec_core import load_target                     # noqa: E402
+from vispec_core.decoding.decode import decode_vanilla  # noqa: E402
 
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "mkldnn::_linear_pointwise")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core import load_target                                           # noqa: E402
+from vispec_core import load_target                                                           # noqa: E402
 from vispec_core.training.plan import draft_dir, export_train_log, ship_draft, training_plan  # noqa: E402
 
 # plan name -> (stage-1 run, stage-2 run) folder names under --runs

