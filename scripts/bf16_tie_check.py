@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core import generate, load_draft, load_target   # noqa: E402
-from vispec_core.tasks import task_prompts                   # noqa: E402
+from vispec_core import generate, load_draft, load_target  # noqa: E402
+from vispec_core.data.tasks import task_prompts            # noqa: E402
 
 
 def main(prompt_ids: list[str], kind: str = "vispec", max_new_tokens: int = 192) -> int:

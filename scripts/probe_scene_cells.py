@@ -8,7 +8,7 @@ projector and the frozen LM, not in the features.
 
     python scripts/probe_scene_cells.py --out results/default_vlm/scene_cell_probe.json
 
-Needs the projector build's features (`python -m vispec_core.projector_train features --n-scenes 2000`).
+Needs the projector build's features (`python -m vispec_core.training.projector features --n-scenes 2000`).
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core import scenes as sc                                   # noqa: E402
-from vispec_core.projector_train import load_features                  # noqa: E402
-from vispec_core.targets import default_vlm as dv                      # noqa: E402
+from vispec_core.data import scenes as sc                 # noqa: E402
+from vispec_core.training.projector import load_features  # noqa: E402
+from vispec_core.targets import default_vlm as dv         # noqa: E402
 
 
 def object_cells(feats: dict[str, torch.Tensor], seeds, transpose: bool = False) -> tuple[torch.Tensor, list[str], list[str]]:
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     missing = [s for s in range(n) if f"scene-{s}" not in feats]
     if missing:
         sys.exit(f"{len(missing)} of scenes 0..{n - 1} have no features; run "
-                 f"`python -m vispec_core.projector_train features --n-scenes {n}` first.")
+                 f"`python -m vispec_core.training.projector features --n-scenes {n}` first.")
     x_tr, c_tr, s_tr = object_cells(feats, range(a.train_scenes))
     x_te, c_te, s_te = object_cells(feats, range(a.train_scenes, n))
     t_tr, t_te = object_cells(feats, range(a.train_scenes), True)[0], object_cells(feats, range(a.train_scenes, n), True)[0]

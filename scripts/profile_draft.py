@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core import load_draft, load_target          # noqa: E402
-from vispec_core.decode import decode_speculative       # noqa: E402
-from vispec_core.tasks import task_prompts              # noqa: E402
-from vispec_core.targets.packed import is_packed        # noqa: E402
-from vispec_core.tree_search import parse_tree          # noqa: E402
+from vispec_core import load_draft, load_target             # noqa: E402
+from vispec_core.decoding.decode import decode_speculative  # noqa: E402
+from vispec_core.data.tasks import task_prompts             # noqa: E402
+from vispec_core.cpu.packed import is_packed                # noqa: E402
+from vispec_core.evaluation.tree_search import parse_tree   # noqa: E402
 
 
 def main(argv=None) -> int:

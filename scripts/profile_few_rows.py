@@ -1,6 +1,6 @@
 """Time the forms a bf16 linear can take on a CPU without bf16 arithmetic, over a few rows: PyTorch's
 bf16 product, the oneDNN-packed fp32 copy (packed.py's "upcast" form) and the few-rows AVX2 kernel
-(targets/few_rows.py, the "widen" form).
+(cpu/few_rows.py, the "widen" form).
 
     python scripts/profile_few_rows.py --threads 2
 
@@ -8,20 +8,18 @@ It times all the default target's linears (30 layers of fused q/k/v, o, fused ga
 LM head; random weights of the real shapes, 268 MB in bf16) for n rows each way, the forms taking
 turns, and checks the kernel against a float64 product.
 
-Session 10 (AMD EPYC Zen 3, AVX2, 2 threads; ms for all the linears of one forward, best of 4):
+Measured (AMD EPYC Zen 3, AVX2, 2 threads; ms for all the linears of one forward, best of 4):
     rows               1       2       3       4       8      16      30      64     256
     bf16            30.8    39.7    53.2    74.6   142.6   274.5   513.1  1099.4  4350.8
     fp32 packed     55.3    56.6    64.2    66.7    74.4    96.5   107.9   198.3   589.7
     kernel          22.6    22.3    19.3    20.1    33.5    52.1    86.1   158.8   636.2
-Session 11, the kernel prefetching its weight 4 KB ahead (same machine kind, a run of this script):
+With the kernel prefetching its weight 4 KB ahead (same machine kind):
     rows               1       2       4       5       6       8      16      30
     kernel          20.2    20.6    17.1    19.2    19.2    21.1    42.8    65.8
 and, interleaved in one process against builds without the prefetch (best of 5; 1 / 5 / 30 rows):
 no prefetch 20.9 / 27.6 / 84.3 ms, prefetch 128 steps ahead 14.6 / 15.6 / 70.8 ms.
 The kernel reads the bf16 weight (half the fp32 copy's bytes) and keeps a 6 x 16 tile of sums in
-registers; a first version that left its sums on the stack in the inner loop ran 44 / 93 / 160 ms at
-8 / 16 / 30 rows. Session 9's probe (a 4-row, 2-column dot-product kernel): 31-43 / 57-92 / 196-240 ms
-at 1 / 8 / 30 rows.
+registers (kept on the stack in the inner loop, they ran 44 / 93 / 160 ms at 8 / 16 / 30 rows).
 """
 from __future__ import annotations
 
@@ -32,7 +30,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from vispec_core.targets import few_rows
+from vispec_core.cpu import few_rows
 
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]     # default target: qkv, o, gate_up, down
 

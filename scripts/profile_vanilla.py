@@ -6,7 +6,7 @@ Each decoder runs `--tokens` greedy tokens (prefill excluded: the profile starts
 token) under torch.profiler; operators are grouped into matmuls by weight shape (the LM head apart),
 attention, and everything else, and reported in ms per generated token. The wall time per token of
 each decoder is measured without the profiler, beside it: ours on prepacked weights
-(targets/packed.py), ours on the modules' own weights (VISPEC_PREPACK=0), transformers' generate.
+(cpu/packed.py), ours on the modules' own weights (VISPEC_PREPACK=0), transformers' generate.
 Run it on an idle machine.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from skimage import data as skdata
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core import load_target                       # noqa: E402
-from vispec_core.decode import decode_vanilla              # noqa: E402
+from vispec_core import load_target                     # noqa: E402
+from vispec_core.decoding.decode import decode_vanilla  # noqa: E402
 
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "mkldnn::_linear_pointwise")

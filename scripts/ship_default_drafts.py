@@ -4,8 +4,7 @@ data/drafts/default/README.md.
 
     python scripts/ship_default_drafts.py --runs ~/.cache/vispec/runs/default
 
-A run folder without stage-1 runs (stage 2 continued from the shipped drafts, as for the phase-7
-projector) ships the stage-2 drafts and logs and leaves the shipped stage-1 logs as they are.
+A run folder without stage-1 runs (stage 2 continued from the shipped drafts) ships the stage-2 drafts and logs and leaves the shipped stage-1 logs as they are.
 """
 from __future__ import annotations
 
@@ -15,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core import load_target                                           # noqa: E402
-from vispec_core.experiments import draft_dir, export_train_log, ship_draft, training_plan  # noqa: E402
+from vispec_core import load_target                                                           # noqa: E402
+from vispec_core.training.plan import draft_dir, export_train_log, ship_draft, training_plan  # noqa: E402
 
 # plan name -> (stage-1 run, stage-2 run) folder names under --runs
 RUNS = {"vispec": ("vispec_s1", "vispec_s2"), "eagle2": ("eagle2_s1", "eagle2_s2"),

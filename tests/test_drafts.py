@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from vispec_core.decoding.tree import draft_tree
 from vispec_core.drafts import (DraftConfig, ViSpecDraft, load_draft, shipped_path,
                                 video_global_feature)
 from vispec_core.targets import TargetInputs, load_target
-from vispec_core.tree import draft_tree
 
 from conftest import tiny_target
 

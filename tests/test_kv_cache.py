@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from vispec_core.kv_cache import KVCache
+from vispec_core.targets.kv_cache import KVCache
 
 
 def filled(n_prefix=3, n_new=5):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vispec_core.records import read_jsonl
+from vispec_core.evaluation.records import read_jsonl
 from vispec_core.reproduce import NOTEBOOKS, declared_parameters, notebooks, run_notebook
 
 
@@ -52,7 +52,7 @@ def check_training(results):
 
 
 def check_paper_tables(results):
-    from vispec_core import paper
+    from vispec_core.evaluation import paper
 
     verdicts = pd.read_csv(results / "tables" / "verdicts.csv")
     assert list(verdicts["claim"]) == [c.name for c in paper.CLAIMS]

@@ -1,4 +1,4 @@
-"""Prepacked oneDNN weights (targets/packed.py): on a CPU in bf16 the target's forward and logits are
+"""Prepacked oneDNN weights (cpu/packed.py): on a CPU in bf16 the target's forward and logits are
 bitwise those of the HF modules' own weights (tree masks and Qwen's q/k/v biases included), decoding
 emits the same tokens, and a weight changed in place is packed again. The drafts' weights, packed where
 they are used (packed.linear), give bitwise the same log-probs."""
@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from vispec_core import load_draft
-from vispec_core.decode import decode_speculative, decode_vanilla, prefill
+from vispec_core.cpu import few_rows
+from vispec_core.cpu import packed as packed_module
+from vispec_core.cpu.packed import can_pack, is_packed
+from vispec_core.data.tasks import task_prompts
+from vispec_core.decoding.decode import decode_speculative, decode_vanilla, prefill
 from vispec_core.targets import load_target
-from vispec_core.targets import few_rows
-from vispec_core.targets import packed as packed_module
-from vispec_core.targets.packed import can_pack, is_packed
-from vispec_core.tasks import task_prompts
 
 
 def bf16_target(family, monkeypatch, mode):

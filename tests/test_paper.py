@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from vispec_core import paper, textstats
-from vispec_core.experiments import (ablation_rows, ablation_table, bench_args, draft_dir, family_of, init_from,
-                                     training_plan, write_plain)
+from vispec_core.data.synthesis import write_plain
+from vispec_core.evaluation import paper, textstats
+from vispec_core.evaluation.experiments import ablation_table, bench_args, family_of
+from vispec_core.training.plan import ablation_rows, draft_dir, init_from, training_plan
 
 from conftest import tiny_target
 
@@ -200,7 +201,7 @@ def test_bench_args_are_the_command_lines():
     import argparse
 
     from vispec_core.__main__ import add_target_args
-    from vispec_core.bench import add_bench_parser
+    from vispec_core.evaluation.bench import add_bench_parser
 
     parser = argparse.ArgumentParser()
     add_bench_parser(parser.add_subparsers(dest="command"), add_target_args)
@@ -233,8 +234,8 @@ def tiny():
 
 
 def test_plain_data_is_ground_truth_and_trainable(tiny, tmp_path):
-    from vispec_core.data import load_synthesized, settings_of
-    from vispec_core.train import make_example
+    from vispec_core.data.synthesis import load_synthesized, settings_of
+    from vispec_core.training.trainer import make_example
 
     out = write_plain(tiny, "tiny:llava_next", 5, tmp_path / "plain", shard_size=2)
     ds = load_synthesized(out)

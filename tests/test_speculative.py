@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-import vispec_core.decode as decode
 from vispec_core import load_draft, load_target
-from vispec_core.decode import decode_speculative, decode_vanilla
-from vispec_core.tree import ancestor_mask
-from vispec_core.verify import Acceptance, target_probs
+import vispec_core.decoding.decode as decode
+from vispec_core.decoding.decode import decode_speculative, decode_vanilla
+from vispec_core.decoding.tree import ancestor_mask
+from vispec_core.decoding.verify import Acceptance, target_probs
 
 from scipy.stats import chi2
 

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from vispec_core.decode import generate
+from vispec_core.decoding.decode import generate
+from vispec_core.decoding.tree import ancestor_mask
 from vispec_core.targets import load_target, save_target
-from vispec_core.tree import ancestor_mask
 
 
 def reference_inputs(target, prompt, images):

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vispec_core.data import load_synthesized, synthesize
+from vispec_core.data.synthesis import load_synthesized, synthesize
 from vispec_core.drafts import load_draft
-from vispec_core.train import (Examples, LabelCache, TrainConfig, build_draft, evaluate, read_log, sample_loss,
+from vispec_core.training.trainer import (Examples, LabelCache, TrainConfig, build_draft, evaluate, read_log, sample_loss,
                                train)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def test_two_processes_follow_one_process(world):
         port = str(s.getsockname()[1])
     ddp = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                           "--num_machines", "1", "--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "-m", "vispec_core.train", *args, "--out", str(root / "ddp")],
+                          "-m", "vispec_core", "train", *args, "--out", str(root / "ddp")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     c = TrainConfig(target=SPEC, kind="vispec", data=str(root / "plain_text"), out=str(root / "single"), stage=1,
@@ -245,7 +245,7 @@ def greedy_world(request, world):
 def test_trained_drafts_are_exact_at_temperature_zero(greedy_world, kind):
     """A draft trained on the target's greedy answers gets tokens accepted on those prompts, and the
     speculative output stays vanilla greedy's, token for token."""
-    from vispec_core.decode import decode_speculative, decode_vanilla
+    from vispec_core.decoding.decode import decode_speculative, decode_vanilla
 
     spec, t, data = greedy_world
     c = TrainConfig(target=spec, kind=kind, data=str(data), out=str(data.parent / f"exact-{data.name}-{kind}"),

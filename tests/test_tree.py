@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vispec_core.tree import ancestor_mask, draft_tree
+from vispec_core.decoding.tree import ancestor_mask, draft_tree
 
 ROOT = 3
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from vispec_core.tree import draft_tree
-from vispec_core.verify import Acceptance, accept_greedy, accept_sampling, sample_token, target_probs
+from vispec_core.decoding.tree import draft_tree
+from vispec_core.decoding.verify import Acceptance, accept_greedy, accept_sampling, sample_token, target_probs
 
 V, TOTAL, DEPTH, TOP_K = 6, 8, 3, 3
 _g = torch.Generator().manual_seed(0)

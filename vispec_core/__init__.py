@@ -2,7 +2,7 @@
 
     from vispec_core import load_target, load_draft, generate
 """
-from .decode import Generation, generate
+from .decoding.decode import Generation, generate
 from .targets import load_target
 
 

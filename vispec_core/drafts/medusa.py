@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..targets.packed import linear
+from ..cpu.packed import linear
 from .base import DraftModel, DraftOutput, as_input
+from .session import TreeSession
 
 
 class MedusaBlock(nn.Module):
@@ -52,7 +53,7 @@ class MedusaDraft(DraftModel, kind="medusa"):
         return MedusaSession(self)
 
 
-class MedusaSession:
+class MedusaSession(TreeSession):
     def __init__(self, draft: MedusaDraft):
         self.draft = draft
         self.f_last = None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..tree import DraftTree
+from .session import ProposingSession
 
 
 @dataclass
@@ -38,7 +38,7 @@ def lookup(history: list[int], num_tokens: int, max_ngram: int) -> list[int]:
 
 
 class PromptLookupDraft:
-    """A draft whose session proposes the whole tree itself (`propose`) instead of `draft_tree`."""
+    """A draft whose session proposes a chain itself (`propose`) instead of growing a tree."""
 
     def __init__(self, num_tokens: int = 10, max_ngram: int = 2):
         if num_tokens < 1 or max_ngram < 1:
@@ -52,7 +52,7 @@ class PromptLookupDraft:
         return PromptLookupSession(self.config, inputs.input_ids[0, :1].tolist(), target.eos_token_ids)
 
 
-class PromptLookupSession:
+class PromptLookupSession(ProposingSession):
     def __init__(self, config: PromptLookupConfig, history: list[int], eos=frozenset()):
         self.config, self.history, self.eos = config, history, frozenset(eos)
 
@@ -60,13 +60,7 @@ class PromptLookupSession:
         """The tokens that follow (the decoder's draft pairs); the last is the next cycle's root."""
         self.history += next_ids.tolist()
 
-    def propose(self, root: int, device) -> DraftTree:
+    def propose(self, root: int) -> list[int]:
         assert self.history[-1] == root, "the session's history must end with the root"
         chain = lookup(self.history, self.config.num_tokens, self.config.max_ngram)
-        chain = chain[:next((i for i, t in enumerate(chain) if t in self.eos), len(chain))]
-        n = 1 + len(chain)
-        return DraftTree(tokens=torch.tensor([root] + chain, dtype=torch.long, device=device),
-                         parents=torch.arange(-1, n - 1, device=device),
-                         depths=torch.arange(n, device=device),
-                         scores=torch.zeros(n, device=device),
-                         mask=torch.ones(n, n, dtype=torch.bool, device=device).tril())
+        return chain[:next((i for i, t in enumerate(chain) if t in self.eos), len(chain))]

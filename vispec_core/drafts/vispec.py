@@ -25,10 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..targets.packed import linear
+from ..cpu.packed import linear
 from .base import DraftModel, DraftOutput, as_input
 from .config import import_class
 from .layer import DraftDecoderLayer
+from .session import TreeSession
 
 
 class VisionAdaptor(nn.Module):
@@ -227,7 +228,7 @@ def unroll_mask(length: int, k: int, device) -> torch.BoolTensor:
     return torch.cat(blocks, dim=1)
 
 
-class DraftSession:
+class DraftSession(TreeSession):
     """One generation's draft state. The KV cache holds committed pairs only; tree nodes are written
     after them and discarded by the next `extend`. Nothing here waits for the device: the tree's
     tokens and parents stay device tensors (`tokens` and `parents` read them back on demand)."""
@@ -309,7 +310,7 @@ class DraftSession:
 
     @torch.inference_mode()
     def expand(self, tokens: torch.LongTensor, parents: torch.LongTensor, depth: int) -> torch.Tensor:
-        """DraftStepper for tree.py: run k nodes at tree depth `depth`; return their children's
+        """TreeSession.expand: run k nodes at tree depth `depth`; return their children's
         log-probs [k, V]. Node i >= 1 (expand numbering) lives in cache row committed + i - 1.
         The checks on token and parent values run on the device (asynchronously)."""
         if self.root_logprobs is None:

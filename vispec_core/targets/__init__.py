@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..cpu.packed import many_rows_dtype, packed_linears   # the CPU weight forms, for HF modules run directly
 from .base import Target, TargetInputs
 from .llava_next import LlavaNextTarget
 from .qwen2_5_vl import ImageOnlyQwenProcessor, Qwen25VLTarget
@@ -112,4 +113,5 @@ def save_target(target: Target, folder) -> None:
         processor.save_pretrained(folder)   # the tokenizer and the processor's chat template with it
 
 
-__all__ = ["Target", "TargetInputs", "load_target", "save_target", "resolve_device", "resolve_dtype"]
+__all__ = ["Target", "TargetInputs", "load_target", "many_rows_dtype", "packed_linears", "resolve_device", "resolve_dtype",
+           "save_target"]

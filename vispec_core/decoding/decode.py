@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .targets.base import Target, TargetInputs
-from .tree import check_tree, draft_tree
+from ..targets.base import Target, TargetInputs
+from .tree import chain_tree, check_tree, draft_tree
 from .verify import accept_greedy, accept_sampling, sample_token, target_probs
 
 
@@ -134,8 +134,8 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
     tokens, accept_lengths, draft_s, verify_s = [root], [], 0.0, 0.0
     done = root in target.eos_token_ids or max_new_tokens == 1
     while not done:
-        if hasattr(session, "propose"):               # a draft with its own proposal (prompt lookup)
-            tree = session.propose(root, target.device)
+        if session.proposes:                          # a session with its own proposal (prompt lookup)
+            tree = chain_tree(root, session.propose(root), target.device)
         else:
             tree = draft_tree(session, root, total_tokens, depth, top_k, device=target.device)
         draft_s += clock.lap()

@@ -22,7 +22,7 @@ Three forms, chosen per dtype by what the CPU can do (`cpu_mode`):
   many rows, runs in that kernel, which reads the bf16 weight once and widens it to fp32 in registers:
   products exact in fp32, summed in fp32 in input order, rounded to bf16. Each row's result is the
   same whatever the number of rows, so a one-token step and a verification of many tokens compute a
-  token's linears bitwise alike. The default target's linears, 2 cores (session 10): 1 / 8 / 30 rows
+  token's linears bitwise alike. The default target's linears, 2 cores: 1 / 8 / 30 rows
   22 / 34 / 86 ms, against 31 / 143 / 513 on the bf16 weights and 55 / 74 / 108 on the packed fp32
   copy. Attention runs in fp32, as in "upcast"; in both the target's KV cache is fp32 (`Target.new_cache`).
   There the target's and the drafts' decoder layers run as fused_layer.py's one C++ call each.

@@ -1,7 +1,7 @@
 """Hardware-aware draft trees: pick (total_tokens, depth, top_k) for the device at hand.
 
 The paper's 30/3/8 was chosen for a GPU, where verifying 30 tokens costs about as much as one. On
-a CPU it does not (a 30-token forward costs 1.7x one token in bf16, REFERENCES.md; 2.3x on prepacked
+a CPU it does not (a 30-token forward costs 1.7x one token in bf16; 2.3x on prepacked
 weights, which make the one-token forward cheaper), so the tree size is a hardware choice. Expected decode speed of a config c:
 
     tokens/s(c) = (tau(c) + 1) / (draft(c) + extend + verify(n(c)))
@@ -20,7 +20,7 @@ hardware allows from what the draft delivers.
   with the target's own probability and stops exactly where that token is not a child (its residual
   draw excludes the children). So the accepted length at sequence position t only needs the tree c
   would draft at t and y, and at T>0 its average over sampled y is an unbiased estimate of tau
-  (session 3 calibrated at T=0 for every temperature and predicted 0.93 where T=1 gave 0.45). Calibration
+  (a calibration at T=0 used for T=1 predicted 0.93 where T=1 gave 0.45). Calibration
   walks y one token at a time and records, at every position, the tree of every (depth, top_k) in
   the grid with `max_total` nodes; the tree of (T, depth, top_k) is the first T-1 of its rerank
   (EAGLE-2 keeps the T-1 best candidates, and the best T-1 of a stable sort are a prefix of the best
@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .decode import Clock, pick, prefill
-from .tree import draft_tree
+from ..decoding.decode import Clock, pick, prefill
+from ..decoding.tree import draft_tree
 
 VERIFY_SIZES = (1, 2, 4, 8, 12, 16, 24, 30, 48, 64)
 TOTALS = (2, 4, 8, 12, 16, 24, 30, 48, 64)
@@ -149,7 +149,7 @@ def max_draft_depth(draft) -> int | None:
 
 
 class _Recorder:
-    """A DraftStepper around a draft session that keeps every expand call's output and time, so the
+    """A TreeSession around a draft session that keeps every expand call's output and time, so the
     shallower trees of the same top_k replay them (`draft_tree` with depth d makes exactly the first d
     expand calls of a deeper build) instead of running the draft again."""
 

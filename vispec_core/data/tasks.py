@@ -19,22 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .data import CAPTION as CAPTION_PROMPT, EXPLAIN as VQA_SUFFIX   # the paper's prompts, one definition
-OCR_PROMPT = ("Perform an OCR task on the provided image. Extract the text accurately and provide a detailed "
-              "explanation of the process. Ensure the response is comprehensive and well-structured.")
-HELD_OUT_SCENE_SEED = 1_000_000      # benchmark scenes use seeds >= this; training uses seeds below
-CALIBRATION_OFFSET = 1_000           # the tree search's prompts start here in each task's sequence
-
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "immunohistochemistry",
-          "retina", "coins", "moon", "horse", "colorwheel", "clock", "cell", "brick", "page")
-PHOTO_PROMPTS = (CAPTION_PROMPT, f"What is the main subject of this photo? {VQA_SUFFIX}",
-                 f"Which colors, objects and textures can be seen in this image? {VQA_SUFFIX}")
-TEXT_TOPICS = ("a bicycle's gears", "photosynthesis", "a refrigerator", "the water cycle", "a compiler",
-               "vaccines", "tides", "a hash table", "rainbows", "the stock market", "volcanoes", "a transistor",
-               "bread baking", "glaciers", "an electric motor", "bird migration", "a lighthouse", "recycling",
-               "solar panels", "a steam engine")
-TEXT_TEMPLATES = ("Explain how {} works. {}", "Describe the history and importance of {}. {}",
-                  "What are the most common misconceptions about {}? {}")
+from .prompts import (CALIBRATION_OFFSET, CAPTION, EXPLAIN, HELD_OUT_SCENE_SEED, OCR_PROMPT, PHOTO_PROMPTS,  # noqa: F401
+                      PHOTOS, TEXT_TEMPLATES, TEXT_TOPICS)
 
 
 @dataclass
@@ -61,7 +47,7 @@ def vqa_prompts(n: int, seed: int = 0, offset: int = 0) -> list[TaskPrompt]:
         q = questions[i][0].upper() + questions[i][1:]
         with Image.open(paths[image_ids[i]]) as im:
             image = im.convert("RGB")
-        out.append(TaskPrompt("vqa", f"vqa:test-q{i}", f"{q} {VQA_SUFFIX}", [image],
+        out.append(TaskPrompt("vqa", f"vqa:test-q{i}", f"{q} {EXPLAIN}", [image],
                               {"image": f"easy_vqa:test/{image_ids[i]}", "answer": answers[i]}))
     return out
 
@@ -80,7 +66,7 @@ def _scene_seeds(task: str, seed: int, needed: int, want_text: bool):
 def scene_prompts(task: str, n: int, seed: int = 0, offset: int = 0) -> list[TaskPrompt]:
     from .scenes import describe, make_scene
 
-    prompt = OCR_PROMPT if task == "ocr" else CAPTION_PROMPT
+    prompt = OCR_PROMPT if task == "ocr" else CAPTION
     out = []
     for s in list(_scene_seeds(task, seed, offset + n, want_text=task == "ocr"))[offset:]:
         image, scene = make_scene(s)
@@ -107,7 +93,7 @@ def text_prompts(n: int, seed: int = 0, offset: int = 0) -> list[TaskPrompt]:
     out = []
     for j in range(offset, offset + n):
         t, k = pool[order[j % len(pool)]]
-        out.append(TaskPrompt("text", f"text:t{t}-k{k}", TEXT_TEMPLATES[k].format(TEXT_TOPICS[t], VQA_SUFFIX)))
+        out.append(TaskPrompt("text", f"text:t{t}-k{k}", TEXT_TEMPLATES[k].format(TEXT_TOPICS[t], EXPLAIN)))
     return out
 
 

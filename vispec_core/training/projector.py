@@ -11,7 +11,7 @@ Stages (each resumable; everything lands under `--work`, default `$VISPEC_CACHE/
   eval      "See" (easy-vqa test shape/colour accuracy vs a blank image) and "Write long" (answer
             length, grounding of the first sentences).
 
-    python -m vispec_core.projector_train all --out data/default_vlm/projector.safetensors
+    python -m vispec_core.training.projector all --out data/default_vlm/projector.safetensors
 """
 from __future__ import annotations
 
@@ -28,18 +28,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import scenes as sc
-from .targets import default_vlm as dv
-from .targets.packed import many_rows_dtype, packed_linears
+from ..data import prompts, scenes as sc
+from ..data.prompts import COLORS_QUESTION, LONG_PROMPTS, SHORT
+from ..targets import default_vlm as dv, many_rows_dtype, packed_linears
 
 EVQA_COLORS = ("red", "green", "blue", "yellow", "teal", "brown", "gray", "black")
 EVQA_SHAPES = ("circle", "rectangle", "triangle")
-LONG_PROMPTS = ("Provide a detailed description of the given image.",
-                "Describe this image in detail.")
-EXPLAIN = " Please answer with an explanation."
-# LLaVA-1.5's device for mixing short VQA with long answers: the short questions carry an explicit
-# instruction, so the frozen LM learns terseness only when asked for it and stays verbose otherwise.
-SHORT = " Answer in one short sentence."
+EXPLAIN = " " + prompts.EXPLAIN
 
 
 # -- easy-vqa ---------------------------------------------------------------------------------
@@ -151,9 +146,7 @@ def load_features(folder: Path) -> dict[str, torch.Tensor]:
 def describe_facts(facts: dict) -> str:
     if facts["kind"] == "evqa":
         return easyvqa_describe(facts)
-    f = {k: v for k, v in facts.items() if k != "kind"}
-    return sc.describe(sc.Scene(f["seed"], f["background"], [sc.SceneObject(**o) for o in f["objects"]],
-                                sc.SceneText(**f["text"]) if f["text"] else None))
+    return sc.describe(_scene(facts))
 
 
 def long_prompt(facts: dict, rng) -> str:
@@ -243,9 +236,6 @@ def color_tokens(tokenizer, answer: str, colors: set[str]) -> tuple[list[int], l
 
 def _listing(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-
-
-COLORS_QUESTION = "What colors are the shapes in the image?"
 
 
 def scene_lists(facts: dict) -> list[tuple[str, str]]:
@@ -582,7 +572,7 @@ def evaluate_scene_colors(vlm: dv.DefaultVLM, n: int = 100, batch: int = 16, bla
 def grounding(text: str, facts: dict) -> dict:
     """Colours and shapes named in the first two sentences vs the image's facts: `colors_ok` when
     they name a true colour and no false one (strict: naming none fails), `no_wrong_colors` when they
-    name no false one (naming none passes); the same for shapes. `grounded` is the issue's reading of
+    name no false one (naming none passes); the same for shapes. `grounded` reads
     "what the first sentences name matches the image": they name at least one true colour or shape,
     and no false colour or shape."""
     head = " ".join(re.split(r"(?<=[.!?])\s+", text.strip())[:2]).lower()
@@ -691,7 +681,7 @@ def evaluate_speed(target, max_new_tokens: int = 128) -> dict:
     `decode_tokens_per_s` counts the token-by-token steps alone."""
     from skimage import data as skdata
 
-    from .decode import generate
+    from ..decoding.decode import generate
     photo = Image.fromarray(skdata.astronaut())
     images = [photo, sc.render(sc.sample_scene(100_000)), easyvqa_image("test", sorted(easyvqa_facts("test"))[1])]
     generate(target, "Describe the image.", [photo], max_new_tokens=4)                        # warm-up
@@ -718,8 +708,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", choices=["features", "answers", "train", "eval", "all"])
     ap.add_argument("--work", type=Path, default=None, help="default: $VISPEC_CACHE/projector_build")
-    ap.add_argument("--out", type=Path, default=dv.PROJECTOR_PATH)
-    ap.add_argument("--results", type=Path, default=dv.REPO_ROOT / "results" / "default_vlm")
+    ap.add_argument("--out", type=Path, default=None, help="default: the shipped projector (dv.projector_path())")
+    ap.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[2] / "results" / "default_vlm")
     ap.add_argument("--n-evqa", type=int, default=900)
     ap.add_argument("--n-scenes", type=int, default=700)
     ap.add_argument("--long-scenes", type=int, default=120)
@@ -731,7 +721,9 @@ def main(argv=None):
     ap.add_argument("--max-minutes", type=float, default=0, help="cut the step count to fit (0: no cut)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--phase", type=int, default=0, help="a later phase continues from --init in work/phaseN")
+    ap.add_argument("--stage-name", default="", help="a later training stage (continuing from --init): its run goes "
+                    "to work/<name> and its loss log and plot are named after it")
+    ap.add_argument("--samples-seed", type=int, default=None, help="seed of the short questions' draw (default: --seed)")
     ap.add_argument("--init", type=Path, default=None, help="projector to start from (default: fresh)")
     ap.add_argument("--short-per-image", type=int, default=1)
     ap.add_argument("--p-shape", type=float, default=0.4, help="share of easy-vqa short questions about shape")
@@ -764,6 +756,7 @@ def main(argv=None):
                     help="of the LM while writing answers, training and evaluating; auto: bf16 where the CPU "
                          "has bf16 arithmetic, else fp32 (bf16 without it runs several times slower)")
     a = ap.parse_args(argv)
+    a.out = a.out or dv.projector_path()
     torch.set_num_threads(a.threads)
     work_dtype = many_rows_dtype() if a.dtype == "auto" else getattr(torch, a.dtype)
     work = a.work or dv.cache_dir() / "projector_build"
@@ -793,21 +786,23 @@ def main(argv=None):
         if a.pooled and vlm.projector.global_linear is None:
             vlm.projector.add_pooled()
         feats = load_features(work / "features")
-        samples = build_samples([s for s in sources if s[0] in feats], None, vlm.tokenizer, a.seed + a.phase,
+        samples = build_samples([s for s in sources if s[0] in feats], None, vlm.tokenizer,
+                                a.seed if a.samples_seed is None else a.samples_seed,
                                 short_per_image=a.short_per_image, p_shape=a.p_shape, scene_lists_p=a.scene_lists)
         long = build_samples([], work / "answers.jsonl", vlm.tokenizer, a.seed, a.max_answer_tokens,
                              facts=dict(sources), scene_lists_p=a.scene_lists)
         samples += [s for s in long if s["key"] in feats] * a.long_repeat
         log(f"{len(samples)} samples ({len(long)} long x{a.long_repeat}), {len(feats)} images")
-        steps = train(vlm, samples, feats, work / f"phase{a.phase}" if a.phase else work, a.steps, a.batch, a.lr, a.warmup, a.seed, max_minutes=a.max_minutes,
+        run = work / a.stage_name if a.stage_name else work
+        steps = train(vlm, samples, feats, run, a.steps, a.batch, a.lr, a.warmup, a.seed, max_minutes=a.max_minutes,
                       eos_unlikelihood=a.eos_unlikelihood, color_weight=a.color_weight,
                       added_lr_scale=a.added_lr_scale, log=log)
-        meta = {"phase": a.phase, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
+        meta = {"stage": a.stage_name, "init": str(a.init), "steps": steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup, "samples": len(samples), "seed": a.seed,
                 "eos_unlikelihood": a.eos_unlikelihood, "color_weight": a.color_weight, "added_lr_scale": a.added_lr_scale, "dtype": str(work_dtype).removeprefix("torch."),
-                "command": "python -m vispec_core.projector_train " + " ".join(argv or __import__("sys").argv[1:])}
+                "command": "python -m vispec_core.training.projector " + " ".join(argv or __import__("sys").argv[1:])}
         dv.save_projector(vlm.projector, a.out, meta)
         timings["train_s"] = time.time() - t
-        plot_loss((work / f"phase{a.phase}" if a.phase else work) / "train_log.jsonl", a.results, a.phase)
+        plot_loss(run / "train_log.jsonl", a.results, a.stage_name)
         log(f"saved {a.out}")
     if a.stage in ("eval", "all"):
         t = time.time()
@@ -849,10 +844,10 @@ def main(argv=None):
         json.dump(timings, fh)
 
 
-def plot_loss(log_path: Path, out_dir: Path, phase: int = 0) -> None:
+def plot_loss(log_path: Path, out_dir: Path, stage_name: str = "") -> None:
     import shutil
     recs = [json.loads(l) for l in log_path.read_text().splitlines()]
-    sfx = f"_phase{phase}" if phase else ""
+    sfx = f"_{stage_name}" if stage_name else ""
     shutil.copy(log_path, out_dir / f"train_log{sfx}.jsonl")
     try:
         import matplotlib

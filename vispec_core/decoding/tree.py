@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
-
 import torch
+
+from ..drafts.session import TreeSession
 
 
 @dataclass
@@ -60,25 +60,6 @@ class DraftTree:
         return torch.tensor([r + [-1] * (width - len(r)) for r in rows], device=self.tokens.device)
 
 
-class DraftStepper(Protocol):
-    def expand(self, tokens: torch.LongTensor, parents: torch.LongTensor, depth: int) -> torch.Tensor:
-        """Run new tree nodes through the draft; return the log-probs of their children, [k, V].
-
-        tokens: [k] tokens of the new nodes, all at tree depth `depth` (0: the root call, made once
-        with the root token and parents [-1]).
-        parents: [k] parents[j] is the node whose draft output (hidden state) feeds node j, in
-        *expand numbering*: every node passed to `expand` takes the next index in call order. The
-        root (call 0) is 0, the items of call 1 are 1..k1, those of call 2 follow at k1+1.., and so
-        on; parents[j] always lies in the previous call. A draft that appends its per-node states in
-        this order can attend with `ancestor_mask(all parents passed so far)`.
-
-        Root-call tensors are on `draft_tree`'s `device` argument (CPU by default); later calls use
-        the device of the returned log-probs. Medusa-style drafts, whose distribution at depth d
-        does not depend on the path, fit as they are: they return head d's log-probs for every node.
-        """
-        ...
-
-
 def ancestor_mask(parents: torch.LongTensor, max_depth: int | None = None) -> torch.BoolTensor:
     """Self-or-ancestor mask of a forest: parents [m] (-1 = none) -> mask [m, m], mask[i, j] = j is i or an ancestor of i.
 
@@ -95,6 +76,17 @@ def ancestor_mask(parents: torch.LongTensor, max_depth: int | None = None) -> to
     return mask.bool()
 
 
+def chain_tree(root_token: int, chain: list[int], device=None) -> DraftTree:
+    """A proposal of one chain (a `ProposingSession`'s) as a tree: the root, then each token the child
+    of the one before."""
+    n = 1 + len(chain)
+    return DraftTree(tokens=torch.tensor([root_token] + chain, dtype=torch.long, device=device),
+                     parents=torch.arange(-1, n - 1, device=device),
+                     depths=torch.arange(n, device=device),
+                     scores=torch.zeros(n, device=device),
+                     mask=torch.ones(n, n, dtype=torch.bool, device=device).tril())
+
+
 def check_tree(total_tokens: int, depth: int, top_k: int, vocab_size: int | None = None) -> None:
     """Clear errors for tree settings out of range (callers check before any model work)."""
     if depth < 1:
@@ -108,7 +100,7 @@ def check_tree(total_tokens: int, depth: int, top_k: int, vocab_size: int | None
 
 
 def draft_tree(
-    stepper: DraftStepper,
+    stepper: TreeSession,
     root_token: int,
     total_tokens: int,
     depth: int,

@@ -9,7 +9,7 @@ and its sampling seed `sample_seed(seed, i)`. Shard k holds samples [k S, (k+1) 
 temporary file then renamed, so a run killed at any moment and rerun with the same command continues
 from the first missing shard: no sample lost, none duplicated, the same records as an uninterrupted run.
 
-    python -m vispec_core.data synthesize --target tiny:llava_next --source easy_vqa --n 64 --out DIR
+    python -m vispec_core synthesize --target tiny:llava_next --source easy_vqa --n 64 --out DIR
     datasets.load_dataset("parquet", data_files=f"{DIR}/data/*.parquet", split="train")   # or load_synthesized(DIR)
 """
 from __future__ import annotations
@@ -27,45 +27,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .prompts import CAPTION, EXPLAIN, FORMS, HELD_OUT_SCENE_SEED, LONG_ANSWER, SUFFIXES, TOPICS
+
 SOURCES = ("easy_vqa", "scenes", "text")
 ENGINES = ("auto", "batch1", "hf_batched")
 FORMAT = 1
 MANIFEST = "vispec_data.json"
-
-# The paper's generation prompt (Sec. 7) and its inference prompts for VQA and captioning.
-LONG_ANSWER = "Please answer with at least 1000 words."
-EXPLAIN = "Please answer with an explanation."
-CAPTION = "Provide a detailed description of the given image."
-
-# -- text-only instructions (stage 1): topics x instruction forms x long-answer suffixes -------------
-TOPICS = (
-    "photosynthesis", "the water cycle", "black holes", "the French Revolution", "machine learning",
-    "climate change", "the human immune system", "volcanoes", "the stock market", "renewable energy",
-    "the Roman Empire", "plate tectonics", "vaccines", "the internet", "honeybees", "coral reefs",
-    "the theory of evolution", "quantum computing", "the printing press", "electric cars", "sleep",
-    "the Moon landing", "inflation", "rainforests", "the periodic table", "chess", "jazz music",
-    "the Great Wall of China", "bread baking", "recycling", "earthquakes", "the solar system",
-    "public libraries", "bicycles", "ocean tides", "the Renaissance", "gardening", "friendship",
-    "learning a new language", "time management", "the pyramids of Giza", "antibiotics", "cloud computing",
-    "marathon running", "the history of writing", "rain", "mountains", "democracy", "coffee",
-    "the Industrial Revolution", "dinosaurs", "social media", "the human brain", "electricity",
-    "origami", "deserts", "weather forecasting", "the Olympic Games", "space telescopes", "money",
-)
-FORMS = (
-    "Explain {topic} to a curious teenager.", "What is {topic} and why does it matter?",
-    "Write an essay about {topic}.", "Describe the history of {topic}.",
-    "What are the advantages and disadvantages of {topic}?", "Write a short story that involves {topic}.",
-    "Give a step-by-step introduction to {topic} for a complete beginner.",
-    "What are the most common misconceptions about {topic}?", "Compare {topic} with {other}.",
-    "Write a letter to a friend about {topic}.", "How would you teach {topic} to a class of children?",
-    "What does the future of {topic} look like?", "Summarise what scientists and historians know about {topic}.",
-    "Write a dialogue between two people discussing {topic}.", "List ten interesting facts about {topic} and explain each.",
-    "How is {topic} connected to everyday life?", "Write a blog post titled 'Everything you should know about {topic}'.",
-    "What questions about {topic} remain open, and why?", "Explain how {topic} and {other} are related.",
-    "Write a poem about {topic}, then explain its imagery.",
-)
-SUFFIXES = (LONG_ANSWER, EXPLAIN, "")
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -147,7 +114,6 @@ class SceneSource:
 
     def __call__(self, seed: int, index: int) -> Prompt:
         from . import scenes
-        from .tasks import HELD_OUT_SCENE_SEED
 
         rng = np.random.default_rng([seed, index, 4])
         scene_seed = int(rng.integers(HELD_OUT_SCENE_SEED))   # benchmark scenes use the seeds above
@@ -177,7 +143,7 @@ def _images(prompt: Prompt) -> list[Image.Image]:
 
 
 def answer_batch1(target, prompts: list[Prompt], seeds: list[int], s: Settings) -> list[tuple[list, list]]:
-    from .decode import generate
+    from ..decoding.decode import generate
 
     out = []
     for p, seed in zip(prompts, seeds):
@@ -203,7 +169,7 @@ class _RowSampler:
         self.generators, self.temperature, self.top_p = generators, temperature, top_p
 
     def __call__(self, input_ids, scores):
-        from .decode import pick
+        from ..decoding.decode import pick
 
         out = torch.full_like(scores, float("-inf"))
         for b, gen in enumerate(self.generators):
@@ -215,7 +181,7 @@ class _RowSampler:
 def answer_hf_batched(target, prompts: list[Prompt], seeds: list[int], s: Settings) -> list[tuple[list, list]]:
     from transformers import LogitsProcessorList
 
-    from .targets.packed import packed_linears
+    from ..targets import packed_linears
 
     lm = causal_lm(target)
     if lm is None:
@@ -343,7 +309,7 @@ def synthesize(target_spec: str, source: str, n: int, out, temperature: float = 
         raise ValueError(f"temperature must be >= 0 (0: greedy) and top_p in (0, 1]; got {temperature}, {top_p}.")
     out = Path(out)
     if target is None:
-        from .targets import load_target
+        from ..targets import load_target
         target = load_target(target_spec, device=device, dtype=dtype)
     prompts = prompt_source(source)
     if source != "text" and target.image_token_id is None:
@@ -441,6 +407,58 @@ def settings_of(out) -> dict:
     return json.loads((Path(out) / MANIFEST).read_text())
 
 
+# -- the "plain" stage-2 data: the source's own short answers, no generation ------------------------
+def write_plain(target, target_spec: str, n: int, out, seed: int = 0, shard_size: int = 64) -> Path:
+    """Scenes with their ground-truth caption (`scenes.describe`) or one short question/answer pair
+    (`scenes.questions`), prompts not rewritten, answers not generated: the "dataset generation off"
+    data of Table 2 and the paper's baselines. Same scene draw as SceneSource; same format as
+    synthesize, so `train` reads it. Short answers are the point: that is what the paper's
+    baselines had."""
+    from . import scenes
+
+    out = Path(out)
+    settings = Settings(target_spec, "scenes_plain", temperature=-1.0, max_new_tokens=0, seed=seed,
+                        shard_size=shard_size, engine="none", batch_size=1, dtype=str(target.dtype).split(".")[-1])
+    check_manifest(out, settings, n)
+    eos = target.tokenizer.eos_token_id
+    eos = eos if eos in target.eos_token_ids else min(target.eos_token_ids)
+    for k in range((n + shard_size - 1) // shard_size):
+        if shard_path(out, k).is_file():
+            continue
+        records = []
+        for i in range(k * shard_size, min(n, (k + 1) * shard_size)):
+            rng = np.random.default_rng([seed, i, 4])
+            scene_seed = int(rng.integers(HELD_OUT_SCENE_SEED))
+            image, scene = scenes.make_scene(scene_seed)
+            kind = int(rng.integers(3))
+            prompt, answer = (CAPTION, scenes.describe(scene)) if kind == 0 else scenes.questions(scene, rng, k=1)[0]
+            inputs = target.prepare(prompt, [image])
+            ids = target.tokenizer(answer, add_special_tokens=False).input_ids + [eos]
+            records.append(dict(index=i, prompt=prompt, images=[{"bytes": _png(image), "path": None}],
+                                prompt_ids=inputs.input_ids[0].tolist(), answer_ids=ids, answer=answer,
+                                source="scenes_plain", source_ref=f"scenes:{scene_seed}:{kind}", seed=0,
+                                finished=True, generation='{"engine": "none (ground truth)"}'))
+        write_shard(shard_path(out, k), records)
+    return out
+
+
+def prompt_rewrites(source: str, n: int, seed: int = 0) -> list[dict]:
+    """The first n prompts of a synthesis source: the dataset's own request beside the rewritten one
+    (the paper's long-answer suffixes, prompts.LONG_ANSWER / prompts.EXPLAIN, or a caption request)."""
+    from ..data.synthesis import CAPTION, EXPLAIN, LONG_ANSWER, prompt_source
+
+    src, rows = prompt_source(source), []
+    for i in range(n):
+        p = src(seed, i)
+        suffix = next((s for s in (LONG_ANSWER, EXPLAIN) if p.prompt.endswith(s)), "")
+        original = p.prompt[: len(p.prompt) - len(suffix)].strip() if suffix else p.prompt
+        if p.prompt == CAPTION:
+            original, suffix = "(caption the image)", CAPTION
+        rows.append({"source": source, "index": i, "source_ref": p.source_ref, "original": original,
+                     "added": suffix, "rewritten": p.prompt, "images": len(p.images)})
+    return rows
+
+
 # -- command line ------------------------------------------------------------------------------
 def add_synthesize_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("synthesize", help="write target-answered training data (resumable)")
@@ -466,19 +484,3 @@ def cmd_synthesize(args) -> int:
                max_new_tokens=args.max_new_tokens, seed=args.seed, top_p=args.top_p, shard_size=args.shard_size,
                engine=args.engine, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vispec_core.data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_synthesize_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vispec_core.tree import DraftTree
+from vispec_core.decoding.tree import DraftTree
 
 
 @dataclass

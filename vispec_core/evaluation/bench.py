@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
+from ..data.tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
 from .records import append_records, drop_partial_tail, portable, read_records
-from .tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
 from .tree_search import PAPER_TREE, TreeConfig, parse_tree, search_tree
 
 METHODS = ("vanilla", "hf", "hf_prompt_lookup", "prompt_lookup", "medusa", "eagle2", "vispec")
@@ -44,7 +44,7 @@ SPECULATIVE = ("medusa", "eagle2", "vispec")
 # drafts were measured is the weights digest's to say, since their folder differs from clone to clone;
 # which machine, the header's device and weight form.
 FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def peak_memory(device: torch.device) -> dict:
 
 def run_variant(target, drafts: dict, variant: Variant, p, temperature: float, top_p: float, seed: int,
                 max_new_tokens: int) -> tuple[list[int], dict]:
-    from .decode import generate
+    from ..decoding.decode import generate
 
     if target.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(target.device)
@@ -235,7 +235,7 @@ def environment(target) -> dict:
 
 
 def load_drafts(target, methods, source: str) -> dict:
-    from . import load_draft
+    from ..drafts import load_draft
 
     drafts = {}
     for m in methods:
@@ -332,7 +332,7 @@ def _command() -> str | None:
 
 def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list[dict]:
     """Run (or resume) the benchmark described by parsed CLI args; returns all run records in the file."""
-    from .targets import load_target
+    from ..targets import load_target
 
     methods, tasks = parse_methods(args.methods), parse_tasks(args.tasks)
     temps, tree = parse_temperatures(args.temperature), parse_tree(args.tree)

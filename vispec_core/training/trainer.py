@@ -16,8 +16,8 @@ Unlike the official code: the paper's soft CE (not L1 + top-10 ranking), no nois
 --draft-vocab N gives the draft a reduced vocabulary (EAGLE-3): the N most frequent answer tokens of
 the training data (`frequent_tokens`); see `sample_loss` for what its loss leaves out.
 
-    python -m vispec_core.train --target tiny:llava_next --kind vispec --data DIR --stage 2 --out OUT
-    accelerate launch --multi_gpu --num_processes 2 -m vispec_core.train ...   # the same, data-parallel
+    python -m vispec_core train --target tiny:llava_next --kind vispec --data DIR --stage 2 --out OUT
+    accelerate launch --multi_gpu --num_processes 2 -m vispec_core train ...   # the same, data-parallel
     (on a CPU-only machine `--multi_gpu` starts torchrun workers that join with gloo; `--cpu` alone is one process)
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .targets.base import TargetInputs
+from ..targets.base import TargetInputs
 
 # lr: the paper's Sec. 7 (ViSpec 3e-6, EAGLE-2 and Medusa 3e-5); betas and clipping: the official code.
 PROFILES = {
@@ -83,7 +83,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         if self.profile not in PROFILES:
             raise ValueError(f"Unknown profile {self.profile!r}; choose one of {sorted(PROFILES)}.")
-        from .drafts import KINDS
+        from ..drafts import KINDS
         if self.kind not in KINDS:
             raise ValueError(f"Unknown draft kind {self.kind!r}; choose one of {KINDS}.")
         if self.stage not in (1, 2):
@@ -305,8 +305,8 @@ def build_draft(config: TrainConfig, target):
     """A fresh draft, or --init's; with draft_vocab N, over the N most frequent answer tokens of
     config.data, topped up from --init's vocabulary when the data holds fewer (stage 2 on short plain
     captions); an --init draft keeps its own vocabulary unless N is given."""
-    from .data import load_synthesized
-    from .drafts import frequent_tokens, load_draft, variant_of
+    from ..data.synthesis import load_synthesized
+    from ..drafts import frequent_tokens, load_draft, variant_of
 
     if config.init:
         draft = load_draft(config.init, target)
@@ -350,7 +350,7 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
-    from .data import check_weights, data_has_images, folders, load_synthesized, settings_of
+    from ..data.synthesis import check_weights, data_has_images, folders, load_synthesized, settings_of
 
     c = config.resolved()
     out = Path(c.out)
@@ -389,7 +389,7 @@ def train(config: TrainConfig, resume: bool = False, target=None, stop_after: in
     np.random.seed(c.seed)
     random.seed(c.seed)
     if target is None:
-        from .targets import load_target
+        from ..targets import load_target
         target = load_target(c.target, device=accelerator.device, dtype=c.dtype)
     check_weights(c.data, target)
     draft = build_draft(c, target)
@@ -469,7 +469,7 @@ def read_log(out) -> list[dict]:
 def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--target", required=True)
     p.add_argument("--kind", required=True, help="vispec | eagle2 | medusa")
-    p.add_argument("--data", required=True, help="a dataset folder written by `python -m vispec_core.data synthesize`, or several joined by commas")
+    p.add_argument("--data", required=True, help="a dataset folder written by `python -m vispec_core synthesize`, or several joined by commas")
     p.add_argument("--out", required=True)
     p.add_argument("--stage", type=int, default=2, help="1: text-only, 2: multimodal")
     p.add_argument("--profile", default="cpu", help=f"one of {sorted(PROFILES)}")
@@ -515,18 +515,3 @@ def cmd_train(a) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(final)
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vispec_core.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = add_train_arguments(p).parse_args(argv)
-    try:
-        return a.func(a)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,13 +10,13 @@ average row (the paper's 'Avg').
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-PAPER_DIR = Path(__file__).resolve().parents[1] / "data" / "paper"
+from ..assets import data_root
+
 PAPER_TASKS = ("SQA", "MM-Vet", "TextVQA", "MME", "COCO Caps", "VizWiz", "GQA", "SEED-Bench")
 PAPER_MODELS = ("LLaVA-1.6-7B", "LLaVA-1.6-13B", "Qwen2.5-VL-3B", "Qwen2.5-VL-7B")
 METHODS = ("medusa", "eagle2", "vispec")
@@ -31,9 +31,9 @@ REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "no
 
 # -- the transcribed tables ------------------------------------------------------------------------
 def _read(name: str) -> pd.DataFrame:
-    path = PAPER_DIR / name
+    path = data_root() / "paper" / name
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the paper's numbers live in data/paper/ (see its README).")
+        raise FileNotFoundError(f"{path} is missing: the paper's numbers live in paper/ under the data root (see its README).")
     return pd.read_csv(path)
 
 
@@ -93,16 +93,6 @@ def side_by_side(measured: pd.DataFrame, model: str = "LLaVA-1.6-7B") -> pd.Data
     order = {k: i for i, k in enumerate(METHODS)}
     return out[cols].sort_values(["temperature", "task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
                                  kind="stable").reset_index(drop=True)
-
-
-def ablation_frame(summaries: dict[str, pd.DataFrame], method: str = "vispec") -> pd.DataFrame:
-    """{row label: report summary of that draft's run} -> label, task, tau, speedup (T=0, per task)."""
-    rows = []
-    for label, s in summaries.items():
-        s = s[(s["method"] == method) & (s["temperature"] == 0) & (s["task"] != "all")]
-        rows += [{"label": label, "task": r["task"], "tau": r["median_tau"], "speedup": r["median_speedup"]}
-                 for _, r in s.iterrows()]
-    return pd.DataFrame(rows, columns=["label", "task", "tau", "speedup"])
 
 
 # -- claims and their rules ----------------------------------------------------------------------------

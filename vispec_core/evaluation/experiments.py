@@ -1,0 +1,77 @@
+"""The benchmark runs of the paper's experiments: the arguments `bench.run_bench` takes, the drafts a
+run measures, and the ablation tables (Tables 1-2) read from the reports' summaries."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..drafts import shipped_root
+from ..training.plan import DraftRun
+
+
+def bench_args(target: str, out, methods=("vanilla", "medusa", "eagle2", "vispec"), tasks="all", temperatures=(0, 1),
+               n_prompts: int = 5, max_new_tokens: int = 256, drafts: str = "shipped", dtype=None, device=None,
+               seed: int = 0, threads: int | None = None, tree: str | None = None) -> argparse.Namespace:
+    """The arguments `bench.run_bench` takes, without going through the command line."""
+    return argparse.Namespace(target=target, device=device, dtype=dtype, methods=",".join(methods),
+                              tasks=tasks if isinstance(tasks, str) else ",".join(tasks),
+                              temperature=",".join(f"{t:g}" for t in temperatures), top_p=1.0, n_prompts=n_prompts,
+                              max_new_tokens=max_new_tokens, seed=seed, tree=tree, drafts=drafts,
+                              calibration_prompts=1, calibration_tokens=64, threads=threads, out=str(out), json=False)
+
+
+def ablation_table(rows: dict[str, str], summaries: dict, plan: list[DraftRun], tasks) -> "pd.DataFrame":
+    """{row label: run name} + {run name: report summary} -> label, task, tau, speedup at T=0 on `tasks`
+    (the EAGLE-2 baseline row reads the eagle2 method, every other row vispec); runs not measured are left out."""
+    import pandas as pd
+
+    kinds = {r.name: r.kind for r in plan} | {"vispec": "vispec", "eagle2": "eagle2", "medusa": "medusa"}
+    out = []
+    for label, name in rows.items():
+        s = summaries.get(name)
+        if s is None:
+            continue
+        s = s[(s["method"] == kinds[name]) & (s["variant"] == kinds[name]) & (s["temperature"] == 0)
+              & s["task"].isin(list(tasks))]
+        out += [{"label": label, "run": name, "task": r["task"], "tau": r["median_tau"], "speedup": r["median_speedup"]}
+                for _, r in s.iterrows()]
+    return pd.DataFrame(out, columns=["label", "run", "task", "tau", "speedup"])
+
+
+def family_of(target_spec: str) -> str:
+    """The target family a spec loads, without loading it: 'default', the tiny family, or the
+    checkpoint's model_type (the folder name under data/drafts/)."""
+    import json
+
+    if target_spec == "default":
+        return "default"
+    if target_spec.startswith("tiny:"):
+        return target_spec.split(":")[1]
+    config = Path(target_spec) / "config.json"
+    if not config.is_file():
+        raise ValueError(f"Unknown target {target_spec!r}: 'default', 'tiny:<family>' or a checkpoint folder.")
+    return json.loads(config.read_text())["model_type"]
+
+
+def bench_drafts_spec(drafts: str, family: str) -> str:
+    """`bench --drafts` for the main drafts: 'shipped' / 'random' as they are, or a root laid out like
+    data/drafts (<root>/<family>/<kind>/) -> <root>/<family>."""
+    return drafts if drafts in ("shipped", "random") else str(Path(drafts) / family)
+
+
+def bench_drafts_folder(family: str, name: str, root: Path | None = None) -> str:
+    """What `bench --drafts` takes for a run: 'shipped' for the main drafts, else the folder above <kind>/."""
+    return "shipped" if "/" not in name else str(Path(root or shipped_root()) / family / name)
+
+
+def export_train_log(run_out: str | Path, logs_dir: str | Path, name: str, stage: int, notebook: str) -> Path:
+    """A training run's log (run_out/log.jsonl) as results/raw/train_logs/<name>__stage<k>.jsonl, the
+    records notebook 03 reads, with the run's config in the metadata."""
+    import json
+
+    from ..training.trainer import read_log
+    from .records import write_jsonl
+
+    config = json.loads(Path(run_out, "train_config.json").read_text())
+    return write_jsonl(Path(logs_dir) / f"{name.replace('/', '--')}__stage{stage}.jsonl", read_log(run_out),
+                       notebook=notebook, run=name, kind=config["kind"], stage=stage, config=config)
