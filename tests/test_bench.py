@@ -165,7 +165,7 @@ def test_records_made_in_another_clone_resume_or_start_over_but_never_fail(tmp_p
 
 
 def test_records_name_paths_relative_to_the_repository(tmp_path):
-    from vispec_core.records import REPO, portable, write_jsonl
+    from vispec_core.evaluation.records import REPO, portable, write_jsonl
 
     assert portable(str(REPO / "data" / "drafts" / "default")) == "data/drafts/default"
     assert portable(REPO / "results") == "results"

@@ -9,7 +9,7 @@ our decoder: the pair separates the algorithm from the forward), and the drafts 
 (EAGLE-2 dynamic tree, lossless verification). `--tree auto` searches a tree for this device per draft
 and temperature (tree_search.py) and runs it as '<draft>@auto' beside the paper's 30/3/8.
 
-Fairness rules (the official code's measurement flaws, REFERENCES.md, are what they guard against):
+Fairness rules (each guards against a flaw of the official code's timing):
 the same prompt ids and images for every method, the same max_new_tokens, the same stop rule (the
 target's eos_token_ids, given to transformers' `generate` explicitly), token counts taken from token
 ids (never re-tokenised text), the device synchronised around every timed region, warm-ups first, and
@@ -407,7 +407,7 @@ def cmd_bench(args) -> int:
         print(json.dumps({"out": str(args.out), "summary": json.loads(table.to_json(orient="records"))}))
     else:
         print(table.to_markdown(index=False, floatfmt=".3g"))
-        print(f"\nraw records: {args.out}; tables and figures: python -m vispec_core.report {args.out}",
+        print(f"\nraw records: {args.out}; tables and figures: python -m vispec_core.evaluation.report {args.out}",
               file=sys.stderr)
     return 0
 

@@ -1,6 +1,6 @@
 """Raw benchmark records (JSONL) -> tables (CSV + Markdown) and figures (PNG). Nothing but the records.
 
-    python -m vispec_core.report results/raw/default.jsonl [--results results]
+    python -m vispec_core.evaluation.report results/raw/default.jsonl [--results results]
 
 Speedup is paired per prompt: vanilla's time per token / the method's time per token on the same
 (task, prompt, temperature), wall time from prompt preparation to the last token (decode speedup:
@@ -189,7 +189,7 @@ def write_report(raw_path, results_dir="results") -> list[Path]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vispec_core.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m vispec_core.evaluation.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("raw", nargs="+", help="JSONL files written by `python -m vispec_core bench`")
     p.add_argument("--results", default="results", help="folder that gets tables/ and figures/")
