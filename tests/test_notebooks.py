@@ -87,7 +87,7 @@ def check_length(results):
 # notebook -> (extra smoke parameters, tables it must write with their required columns, figures, check)
 def check_default_target(results):
     checks = pd.read_csv(results / "tables" / "default_vlm_checks.csv").set_index("check")
-    assert checks.loc["Parity: max |logit diff| (fp32)", "measured"] <= 1e-4
+    assert checks.loc["Parity: max |logit diff| (fp32)", "measured"] <= 2e-4
     for row in ("See: shape accuracy", "See: colour accuracy", "See (scenes): shape accuracy", "See (scenes): colour accuracy"):
         assert 0 <= checks.loc[row, "measured"] <= 1 and 0 <= float(checks.loc[row, "blank_image"]) <= 1
     grounded = "Write long: grounded (a true colour or shape, nothing false)"

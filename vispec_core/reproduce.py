@@ -2,12 +2,14 @@
 
 Parameters passed to a notebook must be ones its `parameters` cell declares: a misspelt name is an
 error here, not a silent default (papermill itself only warns). While it runs, papermill's bar shows
-the cells of the notebook at hand and the time spent; a line per notebook gives the elapsed total.
+the cells of the notebook at hand and the time spent, what the cells print streams live (the benchmark
+prints a line per prompt), and a line per notebook gives the elapsed total.
 The executed notebooks are committed, so no path of the machine that ran them stays in their outputs.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -61,7 +63,7 @@ def run_notebook(path: Path, output: Path, parameters: dict, cwd: Path = ROOT, p
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(cwd), progress_bar=progress,
-                            kernel_name="python3")
+                            log_output=progress, kernel_name="python3")
     finally:
         if Path(output).is_file():
             make_portable(Path(output))
@@ -74,6 +76,8 @@ def main(argv=None) -> int:
                         help="also rebuild the default target, synthesize the data and retrain the drafts (hours)")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes to run (default: all)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")     # the cells' output, live
+    logging.getLogger("papermill").setLevel(logging.INFO)
     found = notebooks()
     if args.only:
         found = [p for p in found if any(p.name.startswith(o) for o in args.only)]
