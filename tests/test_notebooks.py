@@ -145,7 +145,7 @@ EXPECTED = {
     "05_length_vs_speedup": (
         {},
         {"length_vs_speedup.csv": ["method", "temperature", "task", "output_tokens", "speedup", "tau"]},
-        ["length_vs_speedup.png", "length_vs_speedup_trend.png"],
+        ["length_vs_speedup_trend.png"],
         check_length,
     ),
 }
