@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -45,6 +45,32 @@ SPECULATIVE = ("medusa", "eagle2", "vispec")
 # which machine, the header's device and weight form.
 FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree")
 REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class BenchConfig:
+    """What one benchmark measures: the command line's `bench` options, or a notebook's
+    (`experiments.bench_args`). Comma-separated strings as on the command line."""
+    target: str
+    out: str
+    methods: str = ",".join(METHODS)
+    tasks: str = "all"
+    temperature: str = "0"
+    n_prompts: int = 5
+    max_new_tokens: int = 256
+    seed: int = 0
+    top_p: float = 1.0
+    tree: str | None = None
+    drafts: str = "shipped"
+    dtype: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    calibration_prompts: int = 1
+    calibration_tokens: int = 64
+
+    @classmethod
+    def from_args(cls, args) -> "BenchConfig":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -330,8 +356,8 @@ def _command() -> str | None:
     return None
 
 
-def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list[dict]:
-    """Run (or resume) the benchmark described by parsed CLI args; returns all run records in the file."""
+def run_bench(args: BenchConfig, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list[dict]:
+    """Run (or resume) the benchmark `args` describes; returns all run records in the file."""
     from ..targets import load_target
 
     methods, tasks = parse_methods(args.methods), parse_tasks(args.tasks)
@@ -401,7 +427,7 @@ def run_bench(args, log=lambda s: print(s, file=sys.stderr, flush=True)) -> list
 def cmd_bench(args) -> int:
     from .report import summarise
 
-    records = run_bench(args)
+    records = run_bench(BenchConfig.from_args(args))
     table = summarise(records)
     if args.json:
         print(json.dumps({"out": str(args.out), "summary": json.loads(table.to_json(orient="records"))}))

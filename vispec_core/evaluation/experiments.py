@@ -2,22 +2,22 @@
 run measures, and the ablation tables (Tables 1-2) read from the reports' summaries."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ..drafts import shipped_root
+from .bench import BenchConfig
 from ..training.plan import DraftRun
 
 
 def bench_args(target: str, out, methods=("vanilla", "medusa", "eagle2", "vispec"), tasks="all", temperatures=(0, 1),
                n_prompts: int = 5, max_new_tokens: int = 256, drafts: str = "shipped", dtype=None, device=None,
-               seed: int = 0, threads: int | None = None, tree: str | None = None) -> argparse.Namespace:
-    """The arguments `bench.run_bench` takes, without going through the command line."""
-    return argparse.Namespace(target=target, device=device, dtype=dtype, methods=",".join(methods),
-                              tasks=tasks if isinstance(tasks, str) else ",".join(tasks),
-                              temperature=",".join(f"{t:g}" for t in temperatures), top_p=1.0, n_prompts=n_prompts,
-                              max_new_tokens=max_new_tokens, seed=seed, tree=tree, drafts=drafts,
-                              calibration_prompts=1, calibration_tokens=64, threads=threads, out=str(out), json=False)
+               seed: int = 0, threads: int | None = None, tree: str | None = None) -> BenchConfig:
+    """The `BenchConfig` of a notebook's benchmark: lists where the command line takes commas."""
+    return BenchConfig(target=target, out=str(out), methods=",".join(methods),
+                       tasks=tasks if isinstance(tasks, str) else ",".join(tasks),
+                       temperature=",".join(f"{t:g}" for t in temperatures), n_prompts=n_prompts,
+                       max_new_tokens=max_new_tokens, seed=seed, tree=tree, drafts=drafts, dtype=dtype, device=device,
+                       threads=threads)
 
 
 def ablation_table(rows: dict[str, str], summaries: dict, plan: list[DraftRun], tasks) -> "pd.DataFrame":
