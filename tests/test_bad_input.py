@@ -58,3 +58,38 @@ def test_image_placeholder_typed_in_a_prompt_is_no_image(spec, placeholder, phot
     gen = generate(target, f"{placeholder} {placeholder}", images=[photos["rocket"]], draft=draft, max_new_tokens=3)
     assert gen.token_ids == generate(target, f"{placeholder} {placeholder}", images=[photos["rocket"]],
                                      max_new_tokens=3).token_ids
+
+
+@pytest.mark.parametrize("mode,top", [("I;16", 65535), ("I", 70000), ("F", 3.5)])
+def test_deep_images_are_scaled_to_8_bits_not_clipped(mode, top, tmp_path):
+    import numpy as np
+    from PIL import Image
+    from vispec_core.targets.images import load_image
+
+    ramp = np.linspace(0, top, 256)[None].repeat(4, 0)
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    image = Image.fromarray(ramp.astype(dtype))
+    assert image.mode == mode
+    got = np.asarray(load_image(image))
+    assert got.shape == (4, 256, 3) and got[0, 0, 0] == 0 and got[0, -1, 0] == 255
+    assert abs(int(got[0, 128, 0]) - 128) <= 1                   # a gradient, not white
+    if mode == "I;16":
+        image.save(tmp_path / "deep.png")
+        assert (np.asarray(load_image(tmp_path / "deep.png")) == got).all()
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from vispec_core.targets.images import load_image
+
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = 255                                  # stored: white left half, 40 wide, 20 high
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6                                      # "rotate 90 CW to view"
+    image.save(tmp_path / "turned.jpg", exif=exif.tobytes(), quality=95)
+    for source in (tmp_path / "turned.jpg", Image.open(tmp_path / "turned.jpg")):
+        upright = np.asarray(load_image(source))
+        assert upright.shape == (40, 20, 3)
+        assert upright[:15].mean() > 200 and upright[-15:].mean() < 50   # the white half now on top
