@@ -93,3 +93,9 @@ def test_exif_orientation_is_applied(tmp_path):
         upright = np.asarray(load_image(source))
         assert upright.shape == (40, 20, 3)
         assert upright[:15].mean() > 200 and upright[-15:].mean() < 50   # the white half now on top
+
+
+@pytest.mark.parametrize("spec", ["vispec", "random:vispec", "random:medusa"])
+def test_misspelt_draft_option_is_named(spec):
+    with pytest.raises(ValueError, match=r"num_compresed.*num_compressed"):
+        load_draft(spec, tiny_target("llava_next"), num_compresed=4)

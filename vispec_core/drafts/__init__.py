@@ -36,6 +36,8 @@ def load_draft(spec: str, target, seed: int = 0, **overrides) -> DraftModel:
     num_compressed), "<kind>" (the trained draft shipped for this target under
     <data root>/drafts/<family>/<kind>/) or a folder written by save_pretrained. The draft follows the
     target's device and dtype and shares its embedding and LM head."""
+    if spec != "prompt_lookup":
+        DraftConfig.check_options(overrides)      # a misspelt option is named, not ignored
     if spec == "prompt_lookup":                  # no weights: the proposal is a lookup in the context
         if overrides:
             raise ValueError(f"prompt_lookup takes no overrides, got {sorted(overrides)}; "
