@@ -99,3 +99,50 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_misspelt_draft_option_is_named(spec):
     with pytest.raises(ValueError, match=r"num_compresed.*num_compressed"):
         load_draft(spec, tiny_target("llava_next"), num_compresed=4)
+
+
+@pytest.mark.parametrize("kwargs,error,name", [
+    (dict(temperature=-1.0), ValueError, "temperature"),
+    (dict(temperature=float("inf")), ValueError, "temperature"),
+    (dict(temperature=float("nan")), ValueError, "temperature"),
+    (dict(temperature="0.7"), TypeError, "temperature"),
+    (dict(prompt=None), TypeError, "prompt"),
+    (dict(prompt=b"Describe."), TypeError, "prompt"),
+    (dict(prompt="Describe \ud800 it."), ValueError, "prompt"),
+    (dict(max_new_tokens=2.5), TypeError, "max_new_tokens"),
+    (dict(max_new_tokens=0), ValueError, "max_new_tokens"),
+    (dict(seed=None), TypeError, "seed"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(seed=2**63), ValueError, "seed"),
+    (dict(draft="vispec"), TypeError, "load_draft"),
+    (dict(top_p=0.0), ValueError, "top_p"),
+    (dict(top_p=1.5), ValueError, "top_p"),
+    (dict(top_p=float("nan")), ValueError, "top_p"),
+])
+def test_generate_arguments_checked_at_the_call(kwargs, error, name, monkeypatch):
+    target = tiny_target("llava_next")
+    monkeypatch.setattr(target, "prepare", lambda *a, **k: pytest.fail("work started before the check"))
+    call = dict(prompt="Describe.", max_new_tokens=4) | kwargs
+    with pytest.raises(error, match=name):
+        generate(target, call.pop("prompt"), **call)
+
+
+@pytest.mark.parametrize("kwargs,name", [(dict(depth=1000), "depth"), (dict(total_tokens=10**9), "total_tokens"),
+                                         (dict(top_k=100, depth=4), "top_k")])
+def test_tree_arguments_checked_against_the_room_before_work(kwargs, name, monkeypatch):
+    target = tiny_target("llava_next")
+    draft = load_draft("random:vispec", target)
+    monkeypatch.setattr(target, "prepare", lambda *a, **k: pytest.fail("work started before the check"))
+    with pytest.raises(ValueError, match=name):
+        generate(target, "Describe.", draft=draft, max_new_tokens=4, **kwargs)
+
+
+def test_prompt_beyond_the_context_says_how_much_to_cut():
+    target = tiny_target("llava_next")
+    limit = target.text_config.max_position_embeddings
+    with pytest.raises(ValueError, match=r"cut at least \d+ tokens from the prompt") as e:
+        generate(target, "word " * limit, max_new_tokens=4)
+    assert "to 0" not in str(e.value)
+    n = target.prepare("word " * 100).length
+    with pytest.raises(ValueError, match=rf"lower max_new_tokens to {limit - n}"):
+        generate(target, "word " * 100, max_new_tokens=limit)
