@@ -146,3 +146,35 @@ def test_prompt_beyond_the_context_says_how_much_to_cut():
     n = target.prepare("word " * 100).length
     with pytest.raises(ValueError, match=rf"lower max_new_tokens to {limit - n}"):
         generate(target, "word " * 100, max_new_tokens=limit)
+
+
+def _saved_draft(tmp_path, name):
+    from vispec_core.drafts import load_draft as load
+    folder = tmp_path / name
+    load("random:vispec", tiny_target("llava_next")).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("damage,file", [
+    (lambda f: (f / "config.json").write_text("{not json"), "config.json"),
+    (lambda f: (f / "config.json").write_text('{"model_type": "vispec_draft", "kind": "vispek"}'), "config.json"),
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:1000]), "model.safetensors"),
+    (lambda f: (f / "model.safetensors").write_bytes(b"x" * 100), "model.safetensors"),
+])
+def test_damaged_draft_folder_named(damage, file, tmp_path):
+    folder = _saved_draft(tmp_path, "draft")
+    damage(folder)
+    with pytest.raises(ValueError, match=file) as e:
+        load_draft(str(folder), tiny_target("llava_next"))
+    assert str(folder) in str(e.value)
+
+
+def test_draft_weights_with_nan_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+    folder = _saved_draft(tmp_path, "draft")
+    state = load_file(folder / "model.safetensors")
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name][0] = float("nan")
+    save_file(state, folder / "model.safetensors", {"format": "pt"})
+    with pytest.raises(ValueError, match=f"NaN or inf in '{name}'"):
+        load_draft(str(folder), tiny_target("llava_next"))
