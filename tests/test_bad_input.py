@@ -178,3 +178,29 @@ def test_draft_weights_with_nan_refused(tmp_path):
     save_file(state, folder / "model.safetensors", {"format": "pt"})
     with pytest.raises(ValueError, match=f"NaN or inf in '{name}'"):
         load_draft(str(folder), tiny_target("llava_next"))
+
+
+def test_notebook_refuses_a_misspelt_parameter_under_plain_papermill(tmp_path):
+    import papermill as pm
+    from vispec_core.reproduce import NOTEBOOKS, ROOT
+
+    notebook = NOTEBOOKS / "01_redundancy_attention.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match="N_SEED") as e:
+        pm.execute_notebook(str(notebook), str(tmp_path / "misspelt.ipynb"), cwd=str(ROOT), kernel_name="python3",
+                            parameters={"SMOKE": True, "N_SEED": 3, "RESULTS_DIR": str(tmp_path / "a")},
+                            progress_bar=False)
+    assert "N_SEEDS" in str(e.value)                  # the declared names are listed
+    assert not (tmp_path / "a").exists()               # refused before any work
+    pm.execute_notebook(str(notebook), str(tmp_path / "right.ipynb"), cwd=str(ROOT), kernel_name="python3",
+                        parameters={"SMOKE": True, "N_SEEDS": 2, "RESULTS_DIR": str(tmp_path / "b")}, progress_bar=False)
+    assert any((tmp_path / "b" / "raw").glob("*.jsonl"))
+
+
+def test_check_parameters_outside_a_kernel_and_with_declared_names():
+    from vispec_core.reproduce import check_parameters
+
+    check_parameters({})                                               # a plain script: nothing to check
+    cells = ["", 'SMOKE = False\nN_SEEDS = 5  # seeds\n', '# Parameters\nSMOKE = True\nN_SEEDS = 2\n']
+    check_parameters({"In": cells})
+    with pytest.raises(ValueError, match=r"\['N_SEED'\].*N_SEEDS"):
+        check_parameters({"In": cells[:2] + ['# Parameters\nSMOKE = True\nN_SEED = 2\n']})
