@@ -204,3 +204,32 @@ def test_check_parameters_outside_a_kernel_and_with_declared_names():
     check_parameters({"In": cells})
     with pytest.raises(ValueError, match=r"\['N_SEED'\].*N_SEEDS"):
         check_parameters({"In": cells[:2] + ['# Parameters\nSMOKE = True\nN_SEED = 2\n']})
+
+
+@pytest.mark.parametrize("spec,device,name", [("tiny:llava_next:abc", None, "seed"), ("tiny:llava_next:1:2", None, "seed"),
+                                              ("tiny:llava_next", "tpu", "tpu"), ("tiny:llava_next", "mps", "mps"),
+                                              ("tiny:llava_next", "cuda:99", "cuda")])
+def test_target_spec_and_device_refused_clearly(spec, device, name):
+    if device == "cuda:99" and not torch.cuda.is_available():
+        device = "cuda"
+    with pytest.raises(ValueError, match=name):
+        load_target(spec, device=device)
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["bench", "--target", "tiny:llava_next", "--threads", "-3", "--out", "OUT"], "--threads"),
+    (["train", "--target", "tiny:llava_next", "--kind", "vispec", "--data", "DATA", "--out", "OUT", "--lr", "-1"], "--lr"),
+    (["train", "--target", "tiny:llava_next", "--kind", "medusa", "--data", "DATA", "--out", "OUT", "--num-heads", "0"],
+     "--num-heads"),
+    (["train", "--target", "tiny:llava_next", "--kind", "vispec", "--data", "DATA", "--out", "OUT", "--lr", "nan"], "--lr"),
+    (["generate", "--target", "tiny:llava_next", "--prompt", "Hi", "--temperature", "-1"], "temperature"),
+    (["generate", "--target", "tiny:llava_next:abc", "--prompt", "Hi"], "seed"),
+])
+def test_cli_user_errors_are_one_line_and_exit_2(argv, flag, tmp_path, capsys):
+    from vispec_core.__main__ import main
+
+    argv = [str(tmp_path / a) if a in ("OUT", "DATA") else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and flag in err and "\n" not in err
+    assert not (tmp_path / "OUT").exists()
