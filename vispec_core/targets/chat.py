@@ -36,19 +36,16 @@ def text_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-def sentinels(tokenizer, avoid: set[str]):
-    """Special tokens that may stand in for a user text while the template is rendered: each is
-    tried until one appears nowhere else in the rendered turn."""
-    return [s for s in special_strings(tokenizer) if s not in avoid]
-
-
 def render_with_sentinel(tokenizer, texts: list[str], render, avoid: set[str] = frozenset()):
-    """render(stand_in) -> (rendered text or ids holder, count of stand_in in it); returns the result and
-    the stand-in's id, the first special token that appears only where a user text goes."""
-    for s in sentinels(tokenizer, set(avoid)):
-        out, count = render(s)
+    """render(stand_in) -> (result, how often stand_in's id appears in it): the template rendered with a
+    special token standing in for each user text. Returns the result and the stand-in's id, for the
+    first special token (not in `avoid`) that appears exactly once per user text."""
+    for stand_in in special_strings(tokenizer):
+        if stand_in in avoid:
+            continue
+        out, count = render(stand_in)
         if count == len(texts):
-            return out, tokenizer.convert_tokens_to_ids(s)
+            return out, tokenizer.convert_tokens_to_ids(stand_in)
     raise ValueError("The prompt's text could not be kept apart from the chat template's control tokens; "
                      "remove special-token strings such as '<|im_end|>' from the prompt.")
 
