@@ -30,6 +30,33 @@ def declared_parameters(path: Path) -> dict:
     return pm.inspect_notebook(str(path))
 
 
+def check_parameters(namespace: dict) -> None:
+    """Inside a notebook, refuse parameters papermill injected that its `parameters` cell does not
+    declare (papermill only warns, and the notebook would run with the default). Called as
+    `check_parameters(globals())` in the cell after the parameters; outside a kernel it does nothing."""
+    import ast
+
+    cells = list(namespace.get("In") or [])          # IPython: the sources of the cells run so far
+    injected = [i for i, source in enumerate(cells) if source.lstrip().startswith("# Parameters")]
+    if not injected:
+        return
+
+    def assigned(source: str) -> set[str]:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            return set()
+        return {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+    last = injected[-1]
+    declared = set().union(*(assigned(cells[i]) for i in range(last) if i not in injected))
+    unknown = sorted(assigned(cells[last]) - declared)
+    if unknown:
+        raise ValueError(f"This notebook has no parameter(s) {unknown}; its parameters cell declares "
+                         f"{sorted(declared)}. Check the spelling of the names passed to papermill (-p).")
+
+
 def make_portable(path: Path) -> None:
     """Rewrite an executed notebook so that it reads the same on any machine: papermill's input and
     output paths and every output text lose the repository's and the home folder's absolute paths."""

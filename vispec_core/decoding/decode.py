@@ -6,6 +6,8 @@ device, so wall times are honest on CUDA too.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -50,12 +52,70 @@ def check_room(target: Target, inputs: TargetInputs, max_new_tokens: int) -> Non
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     limit = target.text_config.max_position_embeddings
-    need = inputs.length + inputs.rope_delta + max_new_tokens
+    prompt = inputs.length + inputs.rope_delta
+    need = prompt + max_new_tokens
     if need > limit:
-        raise ValueError(
-            f"The prompt ({inputs.length} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the target's "
-            f"context of {limit} positions; shorten the prompt or lower max_new_tokens to {max(limit - need + max_new_tokens, 0)}."
-        )
+        if prompt >= limit:
+            remedy = f"cut at least {need - limit} tokens from the prompt (or fewer images) for max_new_tokens={max_new_tokens}"
+        else:
+            remedy = f"cut {need - limit} tokens from the prompt, or lower max_new_tokens to {limit - prompt}"
+        raise ValueError(f"The prompt ({inputs.length} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+                         f"target's context of {limit} positions; {remedy}.")
+
+
+def _integer(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_arguments(prompt, draft, max_new_tokens, temperature, seed, top_p) -> None:
+    """`generate`'s arguments, checked before any work."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"prompt holds a character that is not valid text ({prompt[e.start]!r} at index "
+                         f"{e.start}, a lone surrogate); decode the text properly before passing it.") from None
+    if isinstance(draft, str):
+        raise TypeError(f"draft must be a loaded draft, not the string {draft!r}; "
+                        f"pass load_draft({draft!r}, target) (or draft=None for plain decoding).")
+    if not _integer(max_new_tokens) or max_new_tokens < 1:
+        raise (ValueError if _integer(max_new_tokens) else TypeError)(
+            f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
+    if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}.")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be finite and >= 0 (0: greedy), got {temperature}.")
+    if not isinstance(top_p, numbers.Real) or isinstance(top_p, bool):
+        raise TypeError(f"top_p must be a number, got {type(top_p).__name__}.")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1: no nucleus cut), got {top_p}.")
+    if not _integer(seed):
+        raise TypeError(f"seed must be an int, got {seed!r}.")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}.")
+
+
+def check_speculative(target: Target, draft, total_tokens: int, depth: int, top_k: int) -> None:
+    """The tree settings against the draft and the target, before any work."""
+    for name, value in (("total_tokens", total_tokens), ("depth", depth), ("top_k", top_k)):
+        if not _integer(value):
+            raise TypeError(f"{name} must be an int, got {value!r}.")
+    draft_vocab = getattr(getattr(draft, "config", None), "draft_vocab", None)
+    check_tree(total_tokens, depth, top_k, len(draft_vocab) if draft_vocab else target.vocab_size)
+    max_depth = getattr(draft, "max_depth", None)
+    if max_depth is not None and depth > max_depth:
+        raise ValueError(f"This {type(draft).__name__} drafts at most {max_depth} tokens per path; "
+                         f"use depth <= {max_depth} (asked {depth}).")
+    room = getattr(draft, "tree_room", None)      # tree nodes a draft session holds (ViSpec, EAGLE-2)
+    if room is not None and top_k * (depth - 1) > room:
+        raise ValueError(f"depth={depth} with top_k={top_k} runs {top_k * (depth - 1)} draft tree nodes, more than "
+                         f"this {type(draft).__name__} holds ({room}); use depth <= {room // top_k + 1} "
+                         f"or a smaller top_k.")
+    limit = target.text_config.max_position_embeddings
+    if total_tokens > limit:
+        raise ValueError(f"total_tokens={total_tokens} (tree nodes verified at once) exceeds the target's context "
+                         f"of {limit} positions; use a tree of a few dozen nodes (paper: 30).")
 
 
 def prefill(target: Target, inputs: TargetInputs, capacity: int):
@@ -113,12 +173,7 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
                        total_tokens: int = 30, depth: int = 3, top_k: int = 8) -> tuple[list[int], dict]:
     """Draft a tree, verify it in one target forward, keep the accepted path and the bonus token."""
     check_room(target, inputs, max_new_tokens)
-    draft_vocab = getattr(getattr(draft, "config", None), "draft_vocab", None)
-    check_tree(total_tokens, depth, top_k, len(draft_vocab) if draft_vocab else target.vocab_size)
-    max_depth = getattr(draft, "max_depth", None)
-    if max_depth is not None and depth > max_depth:
-        raise ValueError(f"This {type(draft).__name__} drafts at most {max_depth} tokens per path; "
-                         f"use depth <= {max_depth} (asked {depth}).")
+    check_speculative(target, draft, total_tokens, depth, top_k)
     clock = Clock(target.device)
     capacity = inputs.length + max_new_tokens + total_tokens
     cache, f = prefill(target, inputs, capacity)
@@ -171,6 +226,9 @@ def generate(target: Target, prompt: str, images=None, draft=None, max_new_token
     tau in `stats` is the mean number of accepted draft tokens per draft-verify cycle, bonus token
     not counted (the paper's convention).
     """
+    check_arguments(prompt, draft, max_new_tokens, temperature, seed, top_p)
+    if draft is not None:
+        check_speculative(target, draft, total_tokens, depth, top_k)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     clock = Clock(target.device)
     inputs = target.prepare(prompt, images)

@@ -36,6 +36,8 @@ def load_draft(spec: str, target, seed: int = 0, **overrides) -> DraftModel:
     num_compressed), "<kind>" (the trained draft shipped for this target under
     <data root>/drafts/<family>/<kind>/) or a folder written by save_pretrained. The draft follows the
     target's device and dtype and shares its embedding and LM head."""
+    if spec != "prompt_lookup":
+        DraftConfig.check_options(overrides)      # a misspelt option is named, not ignored
     if spec == "prompt_lookup":                  # no weights: the proposal is a lookup in the context
         if overrides:
             raise ValueError(f"prompt_lookup takes no overrides, got {sorted(overrides)}; "
@@ -60,11 +62,36 @@ def load_draft(spec: str, target, seed: int = 0, **overrides) -> DraftModel:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{spec!r} is neither a draft kind {KINDS}, 'random:<kind>', nor a folder "
                                     "with a saved draft (config.json + model.safetensors).")
-    config = DraftConfig.from_pretrained(path)
+    try:
+        config = DraftConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:             # not JSON, or not a draft's config
+        raise ValueError(f"The draft config {path / 'config.json'} cannot be read: {e} "
+                         "Save the draft again with draft.save_pretrained(folder).") from e
     config.check_target(target)                  # before any weight is read
     config.check_weights(target)
+    check_weights_file(path / "model.safetensors")
     model = DraftModel._kinds[config.kind].from_pretrained(path, config=config, dtype=target.dtype)
     return model.to(target.device).eval().attach(target)
+
+
+def check_weights_file(file: Path) -> None:
+    """A draft's weights must be a whole safetensors file of finite numbers."""
+    from safetensors import SafetensorError, safe_open
+
+    again = "Save the draft again with draft.save_pretrained(folder) (or retrain it)."
+    if not file.is_file() and (file.parent / f"{file.name}.index.json").is_file():
+        return                                    # sharded: transformers checks the shards it reads
+    if not file.is_file():
+        raise FileNotFoundError(f"The draft folder {file.parent} holds no {file.name}. {again}")
+    try:
+        with safe_open(str(file), "pt") as f:
+            for name in f.keys():
+                tensor = f.get_tensor(name)
+                if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                    raise ValueError(f"The draft weights {file} hold NaN or inf in {name!r}: the training that "
+                                     f"wrote them diverged. {again}")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"The draft weights {file} are corrupt or truncated ({e}). {again}") from e
 
 
 def variant_of(done: DraftModel, target, seed: int = 0, **options) -> DraftModel:

@@ -11,6 +11,8 @@ KINDS = ("vispec", "eagle2", "medusa")
 _NOT_LAYER = ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id", "dtype",
               "output_attentions", "output_hidden_states", "return_dict", "problem_type",
               "chunk_size_feed_forward", "is_encoder_decoder")
+# DraftConfig fields set from the kind and the target, never by a caller.
+_FROM_TARGET = ("kind", "family", "hidden_size", "vocab_size", "mirrored_layer", "layer_class", "rotary_class")
 
 
 class DraftConfig(PreTrainedConfig):
@@ -64,8 +66,20 @@ class DraftConfig(PreTrainedConfig):
         return self.kind != "medusa" and (self.use_compression or self.use_global_injection)
 
     @classmethod
+    def options(cls) -> list[str]:
+        """The fields a fresh draft may be given (the rest come from the target)."""
+        return [k for k in cls.__annotations__ if k not in _FROM_TARGET]
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        unknown = sorted(set(options) - set(cls.options()))
+        if unknown:
+            raise ValueError(f"Unknown draft option(s) {unknown}; the options are {cls.options()}.")
+
+    @classmethod
     def for_target(cls, target, kind: str, **overrides) -> "DraftConfig":
         """The config of a fresh draft of `kind` for `target`. EAGLE-2 is ViSpec without the adaptor."""
+        cls.check_options(overrides)
         fields = dict(kind=kind, **target.describe())
         if kind == "eagle2":
             fields.update(use_compression=False, use_global_injection=False)

@@ -213,11 +213,13 @@ class ViSpecDraft(DraftModel, kind="vispec"):
                            rows.is_image)
 
     # -- inference ----------------------------------------------------------------------------
-    def begin(self, target, inputs, capacity: int, tree_room: int = 256, frames_as_video: bool = False):
+    tree_room = 256      # tree nodes a session holds besides the root: top_k * (depth - 1) of them are run
+
+    def begin(self, target, inputs, capacity: int, tree_room: int | None = None, frames_as_video: bool = False):
         """Start one generation: compress the images, allocate the KV cache (capacity target
         positions plus tree_room tree nodes)."""
         self.config.check_target(target)
-        return DraftSession(self, target, inputs, capacity, tree_room, frames_as_video)
+        return DraftSession(self, target, inputs, capacity, tree_room or self.tree_room, frames_as_video)
 
 
 def unroll_mask(length: int, k: int, device) -> torch.BoolTensor:

@@ -364,6 +364,8 @@ def run_bench(args: BenchConfig, log=lambda s: print(s, file=sys.stderr, flush=T
     temps, tree = parse_temperatures(args.temperature), parse_tree(args.tree)
     if args.n_prompts < 1 or args.max_new_tokens < 1:
         raise ValueError("--n-prompts and --max-new-tokens must be >= 1.")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1 (1 on a shared CPU), got {args.threads}.")
     out = Path(args.out)
     old = read_records(out)             # refuses a file that is not a benchmark file, before touching it
     drop_partial_tail(out)

@@ -18,9 +18,17 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 
 def resolve_device(device=None) -> torch.device:
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError):
+        raise ValueError(f"Unknown device {device!r}; use 'cpu' or 'cuda'.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device.type!r} is not supported here; use 'cpu' or 'cuda'.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA device is available here; use device='cpu'.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"numbered from 0.")
     return device
 
 
@@ -53,6 +61,9 @@ def load_target(spec: str = "default", device=None, dtype=None) -> Target:
         _, family, *seed = spec.split(":")
         if family not in TINY:
             raise ValueError(f"Unknown tiny target '{family}'; choose one of {sorted(TINY)}.")
+        if len(seed) > 1 or (seed and not seed[0].isdigit()):
+            raise ValueError(f"Target {spec!r}: the part after the family is a seed, a whole number >= 0 "
+                             f"(e.g. 'tiny:{family}:1').")
         model, processor = TINY[family](seed=int(seed[0]) if seed else 0)
         return _wrap(family, model, processor, device, resolve_dtype(dtype, device, torch.float32))
     path = Path(spec)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .chat import holds_special, render_with_sentinel, splice
 from .images import interleave, load_images
 from .kv_cache import KVCache
 from ..cpu import fused_layer
@@ -285,8 +286,31 @@ class ProcessorTarget(Target):
         self.image_token_id = model.config.image_token_id
 
     def encode(self, prompt: str, images) -> tuple[list[Image.Image], dict]:
-        """The family processor's output for one user turn: ids with image tokens expanded, pixels."""
+        """The family processor's output for one user turn: ids with image tokens expanded, pixels.
+        Special-token strings typed in the prompt stay text (chat.py)."""
         images = load_images(images)
-        text = self.processor.apply_chat_template(
-            [{"role": "user", "content": interleave(prompt, len(images))}], add_generation_prompt=True, tokenize=False)
-        return images, self.processor(images=images or None, text=text, return_tensors="pt")
+        content = interleave(prompt, len(images))
+
+        def run(content):
+            text = self.processor.apply_chat_template([{"role": "user", "content": content}],
+                                                      add_generation_prompt=True, tokenize=False)
+            return self.processor(images=images or None, text=text, return_tensors="pt")
+
+        texts = [item["text"] for item in content if item["type"] == "text"]
+        if not holds_special(self.tokenizer, texts):
+            return images, run(content)
+
+        def render(stand_in):
+            enc = run([{"type": "text", "text": stand_in} if item["type"] == "text" else item for item in content])
+            return enc, int((enc["input_ids"] == self.tokenizer.convert_tokens_to_ids(stand_in)).sum())
+
+        enc, stand_in = render_with_sentinel(self.tokenizer, texts, render,
+                                             avoid={self.tokenizer.convert_ids_to_tokens(self.image_token_id)})
+        old_ids = enc["input_ids"][0].tolist()
+        ids, is_text = splice(old_ids, stand_in, self.tokenizer, texts)
+        enc["input_ids"] = torch.tensor([ids])
+        enc["attention_mask"] = torch.ones_like(enc["input_ids"])
+        if "mm_token_type_ids" in enc:     # 0 for text, the kind of media elsewhere (as the processor set it)
+            kinds = iter(k for t, k in zip(old_ids, enc["mm_token_type_ids"][0].tolist()) if t != stand_in)
+            enc["mm_token_type_ids"] = torch.tensor([[0 if t else next(kinds) for t in is_text]])
+        return images, enc

@@ -21,6 +21,7 @@ import torch.nn as nn
 from PIL import Image
 
 from ..assets import SMOLLM2_GGUF, cache_dir, data_root, package_dir, smollm2_folder
+from .chat import holds_special, render_with_sentinel, splice
 from .images import load_images
 from .base import Target, TargetInputs
 
@@ -237,6 +238,21 @@ def prompt_ids(tokenizer, prompt: str, n_images: int) -> list[int]:
     `<image>` gets its images at the start of the user turn."""
     if IMAGE_PLACE not in prompt:
         prompt = IMAGE_PLACE * n_images + prompt
+    texts = [t for t in prompt.split(IMAGE_PLACE) if t]
+    if not holds_special(tokenizer, texts):
+        return _template_ids(tokenizer, prompt)
+    # special-token strings typed in the prompt stay text (chat.py): a stand-in token per text piece
+
+    def render(stand_in):
+        pieces = [stand_in if t else t for t in prompt.split(IMAGE_PLACE)]
+        ids = _template_ids(tokenizer, IMAGE_PLACE.join(pieces))
+        return ids, ids.count(tokenizer.convert_tokens_to_ids(stand_in))
+
+    ids, stand_in = render_with_sentinel(tokenizer, texts, render, avoid={IMAGE_TOKEN})
+    return splice(ids, stand_in, tokenizer, texts)[0]
+
+
+def _template_ids(tokenizer, prompt: str) -> list[int]:
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                          add_generation_prompt=True)
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)

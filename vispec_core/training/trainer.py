@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -83,13 +84,24 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         if self.profile not in PROFILES:
             raise ValueError(f"Unknown profile {self.profile!r}; choose one of {sorted(PROFILES)}.")
-        from ..drafts import KINDS
+        from ..drafts import KINDS, DraftConfig
         if self.kind not in KINDS:
             raise ValueError(f"Unknown draft kind {self.kind!r}; choose one of {KINDS}.")
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 (text-only) or 2 (multimodal), got {self.stage}.")
         if self.f_cache not in ("none", "disk"):
             raise ValueError(f"f_cache must be 'none' or 'disk', got {self.f_cache!r}.")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr}.")
+        for k in ("batch_size", "epochs", "max_length", "max_steps", "save_every", "draft_vocab"):
+            if getattr(self, k) is not None and getattr(self, k) < 1:
+                raise ValueError(f"{k} (--{k.replace('_', '-')}) must be >= 1, got {getattr(self, k)}.")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps (--warmup-steps) must be >= 0, got {self.warmup_steps}.")
+        DraftConfig.check_options(self.draft_options)
+        for k in ("num_heads", "num_compressed"):
+            if self.draft_options.get(k) is not None and self.draft_options[k] < 1:
+                raise ValueError(f"{k} (--{k.replace('_', '-')}) must be >= 1, got {self.draft_options[k]}.")
         p = PROFILES[self.profile]
         c = TrainConfig(**{**asdict(self), "betas": tuple(self.betas)})
         c.lr = p["lr"][self.kind] if c.lr is None else c.lr
