@@ -205,9 +205,14 @@ def test_bench_args_are_the_command_lines():
 
     parser = argparse.ArgumentParser()
     add_bench_parser(parser.add_subparsers(dest="command"), add_target_args)
-    cli = vars(parser.parse_args(["bench", "--out", "x.jsonl"]))
-    mine = vars(bench_args("tiny:llava_next", "x.jsonl"))
-    assert set(cli) - {"command", "func"} == set(mine)
+    from dataclasses import asdict
+
+    from vispec_core.evaluation.bench import BenchConfig
+
+    args = parser.parse_args(["bench", "--out", "x.jsonl"])
+    mine = asdict(bench_args("tiny:llava_next", "x.jsonl"))
+    assert set(vars(args)) - {"command", "func", "json"} == set(mine)     # --json: how to print, not what to measure
+    assert asdict(BenchConfig.from_args(args)).keys() == mine.keys()
     assert mine["temperature"] == "0,1" and mine["methods"] == "vanilla,medusa,eagle2,vispec"
 
 
