@@ -233,3 +233,41 @@ def test_cli_user_errors_are_one_line_and_exit_2(argv, flag, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and flag in err and "\n" not in err
     assert not (tmp_path / "OUT").exists()
+
+
+def test_a_decompression_bomb_is_named(tmp_path):
+    from PIL import Image
+
+    from vispec_core.targets.images import load_image
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (20000, 20000)).save(path)
+    with pytest.raises(ValueError, match="huge.png.*downscale"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("over", [dict(seed=-1), dict(seed=2**70), dict(seed=None), dict(temperature=float("nan")),
+                                  dict(temperature=float("inf"))])
+def test_synthesis_refuses_bad_settings_before_writing_anything(tmp_path, over):
+    from vispec_core.data.synthesis import synthesize
+
+    out = tmp_path / "set"
+    with pytest.raises(ValueError, match="seed|temperature"):
+        synthesize("tiny:llava_next", "text", 2, out, **{"max_new_tokens": 4, "progress": False, **over})
+    assert not out.exists()
+
+
+def test_an_unreadable_shard_is_named_and_written_again(tmp_path):
+    from vispec_core.data.synthesis import load_synthesized, shard_path, synthesize
+
+    out = tmp_path / "set"
+    kw = dict(max_new_tokens=4, shard_size=2, progress=False)
+    synthesize("tiny:llava_next", "text", 4, out, **kw)
+    first = load_synthesized(out)
+    shard = shard_path(out, 1)
+    shard.write_bytes(shard.read_bytes()[:40])                     # a shard cut short
+    with pytest.raises(ValueError, match=shard.name):
+        load_synthesized(out)
+    synthesize("tiny:llava_next", "text", 4, out, **kw)          # the rerun writes that shard again
+    again = load_synthesized(out)
+    assert again["answer_ids"] == first["answer_ids"]

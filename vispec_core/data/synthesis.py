@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
+import numbers
 import os
 import sys
 import time
@@ -229,9 +231,15 @@ def shard_path(out: Path, k: int) -> Path:
 
 
 def shard_rows(path: Path) -> int:
+    """Rows in a shard; -1 for a shard that cannot be read (cut by a killed run, or damaged), which a
+    resumed run writes again."""
+    import pyarrow
     import pyarrow.parquet as pq
 
-    return pq.read_metadata(path).num_rows
+    try:
+        return pq.read_metadata(path).num_rows
+    except (OSError, pyarrow.ArrowException):
+        return -1
 
 
 def check_manifest(out: Path, settings: Settings, n: int) -> None:
@@ -305,8 +313,11 @@ def synthesize(target_spec: str, source: str, n: int, out, temperature: float = 
         raise ValueError(f"Unknown source {source!r}; choose one of {SOURCES}.")
     if n < 1 or shard_size < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError("n, shard_size, batch_size and max_new_tokens must all be >= 1.")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"temperature must be >= 0 (0: greedy) and top_p in (0, 1]; got {temperature}, {top_p}.")
+    if not (math.isfinite(temperature) and temperature >= 0) or not 0 < top_p <= 1:
+        raise ValueError(f"temperature must be >= 0 and finite (0: greedy), and top_p in (0, 1]; "
+                         f"got {temperature}, {top_p}.")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**31:
+        raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}.")
     out = Path(out)
     if target is None:
         from ..targets import load_target
@@ -325,6 +336,9 @@ def synthesize(target_spec: str, source: str, n: int, out, temperature: float = 
     shards = range((n + shard_size - 1) // shard_size)
     want = {k: min(shard_size, n - k * shard_size) for k in shards}
     done = {k for k in shards if shard_path(out, k).is_file() and shard_rows(shard_path(out, k)) == want[k]}
+    for k in shards:
+        if k not in done and shard_path(out, k).is_file() and progress:
+            print(f"{shard_path(out, k)} is incomplete or unreadable: writing it again", file=sys.stderr)
     bar = tqdm(total=n, initial=sum(want[k] for k in done), desc=f"synthesize {source}", unit="sample",
                disable=not progress)
     t0, new_tokens, new_samples = time.perf_counter(), 0, 0
@@ -379,6 +393,10 @@ def load_synthesized(spec):
         files = sorted(str(p) for p in (out / "data").glob("train-*.parquet"))
         if not files:
             raise FileNotFoundError(f"{out}/data holds no shards yet.")
+        bad = [f for f in files if shard_rows(Path(f)) < 0]
+        if bad:
+            raise ValueError(f"{bad[0]} cannot be read (cut by a killed run, or damaged): run the same "
+                             "`synthesize` command again to write it anew.")
         parts.append(load_dataset("parquet", data_files=files, split="train"))
         targets.add(settings_of(out)["settings"]["target"])
     if len(targets) > 1:

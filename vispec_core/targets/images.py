@@ -36,6 +36,8 @@ def load_image(image) -> Image.Image:
             with Image.open(path) as im:
                 im.load()
                 return to_rgb(im)
+        except Image.DecompressionBombError as e:
+            raise ValueError(f"Image {path} has more pixels than PIL reads safely ({e}); downscale it first.") from e
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise ValueError(f"Cannot read image {path}: the file is corrupt or not an image ({e}).") from e
     raise TypeError(f"An image must be a PIL.Image or a file path, not {type(image).__name__}.")
