@@ -271,3 +271,12 @@ def test_an_unreadable_shard_is_named_and_written_again(tmp_path):
     synthesize("tiny:llava_next", "text", 4, out, **kw)          # the rerun writes that shard again
     again = load_synthesized(out)
     assert again["answer_ids"] == first["answer_ids"]
+
+
+@pytest.mark.parametrize("size", [(20000, 10), (10, 3000)])
+def test_an_image_qwen_cannot_take_is_named(size):
+    from PIL import Image
+
+    target = load_target("tiny:qwen2_5_vl")
+    with pytest.raises(ValueError, match=rf"Image 0 is {size[0]} x {size[1]} pixels.*crop or pad"):
+        generate(target, "<image>What is it?", [Image.new("RGB", size)], max_new_tokens=2)

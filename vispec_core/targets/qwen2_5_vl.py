@@ -6,6 +6,7 @@ from PIL import Image
 from transformers import Qwen2_5_VLProcessor
 
 from .base import ProcessorTarget, TargetInputs, image_spans, scatter_images
+from .images import load_images
 
 
 class ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
@@ -17,6 +18,9 @@ class ImageOnlyQwenProcessor(Qwen2_5_VLProcessor):
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
+MAX_ASPECT_RATIO = 200      # Qwen2.5-VL's image processor refuses longer sides (smart_resize)
+
+
 class Qwen25VLTarget(ProcessorTarget):
     family = "qwen2_5_vl"
     mrope = True
@@ -26,6 +30,11 @@ class Qwen25VLTarget(ProcessorTarget):
 
     @torch.inference_mode()
     def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
+        for i, im in enumerate(load_images(images)):
+            w, h = im.size
+            if max(w, h) / max(min(w, h), 1) >= MAX_ASPECT_RATIO:
+                raise ValueError(f"Image {i} is {w} x {h} pixels: Qwen2.5-VL takes aspect ratios under "
+                                 f"{MAX_ASPECT_RATIO}; crop or pad it first.")
         images, enc = self.encode(prompt, images)
         ids = enc["input_ids"].to(self.device)
         embeds = self.embed(ids)
