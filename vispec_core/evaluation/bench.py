@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ..data.tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
-from .records import append_records, drop_partial_tail, portable, read_records
+from .records import REPO, append_records, drop_partial_tail, portable, read_records
 from .tree_search import PAPER_TREE, TreeConfig, parse_tree, search_tree
 
 METHODS = ("vanilla", "hf", "hf_prompt_lookup", "prompt_lookup", "medusa", "eagle2", "vispec")
@@ -44,7 +44,6 @@ SPECULATIVE = ("medusa", "eagle2", "vispec")
 # drafts were measured is the weights digest's to say, since their folder differs from clone to clone;
 # which machine, the header's device and weight form.
 FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree")
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -42,9 +42,9 @@ def portable(value):
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parents[2], timeout=10)
+                             cwd=REPO, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parents[2], timeout=10).stdout.strip()
+                               text=True, cwd=REPO, timeout=10).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -125,7 +125,7 @@ def results_dir(root: str | Path, smoke: bool) -> Path:
     """Where a notebook writes. A smoke run never writes into the committed results/: it goes to
     results/smoke/ (ignored by git) unless the caller chose another folder."""
     root = Path(root)
-    if smoke and root.resolve() == (Path(__file__).resolve().parents[2] / "results").resolve():
+    if smoke and root.resolve() == (REPO / "results").resolve():
         root = root / "smoke"
     for sub in ("raw", "tables", "figures"):
         (root / sub).mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,8 @@ class Qwen25VLTarget(ProcessorTarget):
 
     @torch.inference_mode()
     def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
-        for i, im in enumerate(load_images(images)):
+        images = load_images(images)           # read once; encode takes the loaded images
+        for i, im in enumerate(images):
             w, h = im.size
             if max(w, h) / max(min(w, h), 1) >= MAX_ASPECT_RATIO:
                 raise ValueError(f"Image {i} is {w} x {h} pixels: Qwen2.5-VL takes aspect ratios under "
