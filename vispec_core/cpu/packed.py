@@ -2,7 +2,8 @@
 
 Three forms, chosen per dtype by what the CPU can do (`cpu_mode`):
 
-- "onednn" (a CPU with AVX-512 or AVX-NE-CONVERT): oneDNN multiplies in its own blocked weight layout.
+- "onednn" (a CPU with AVX-512 or AVX-NE-CONVERT; for bf16 only when asked, VISPEC_CPU_FORM=onednn,
+  since it is inexact: see `cpu_mode`): oneDNN multiplies in its own blocked weight layout.
   Handed a plain weight, `F.linear` reorders it on every call, and for the few rows of a decode step or
   a draft tree that copy costs more than the product (default target, one core: a vanilla step 53 ->
   35 ms, a 30-token verification 102 -> 78 ms, `scripts/profile_vanilla.py`). Packing every weight once
@@ -18,7 +19,7 @@ Three forms, chosen per dtype by what the CPU can do (`cpu_mode`):
   packed by oneDNN where it can (any x86 CPU): MKL's fp32 product over a few rows is slow on AMD CPUs
   (the default target's linears, 2 cores, Zen 3: 2 / 8 / 30 rows 132 / 120 / 226 ms on MKL, 60 / 75 /
   134 ms packed).
-- "widen" (the same CPU, bf16, where few_rows.py's AVX2 kernel could be built): every product, however
+- "widen" (bf16 on any CPU where few_rows.py's AVX2 kernel could be built: the default): every product, however
   many rows, runs in that kernel, which reads the bf16 weight once and widens it to fp32 in registers:
   products exact in fp32, summed in fp32 in input order, rounded to bf16. Each row's result is the
   same whatever the number of rows, so a one-token step and a verification of many tokens compute a
@@ -67,21 +68,25 @@ def many_rows_dtype() -> torch.dtype:
 
 
 FORMS = ("onednn", "widen", "upcast")
+EXACT_FORMS = ("widen",)      # a row's result does not depend on the rows computed beside it
 
 
 def cpu_mode(dtype: torch.dtype) -> str | None:
     """How a CPU weight of this dtype is held for decoding: "onednn", "widen", "upcast" or None (as it is).
 
-    VISPEC_CPU_FORM names one instead of the CPU's fastest: "widen" on a CPU with bf16 arithmetic trades
-    oneDNN's speed for rows computed alike however many there are (bitwise-vanilla greedy trees in bf16)."""
+    bf16 takes "widen" wherever its kernel builds (any AVX2 CPU, AVX-512 ones included): its rows are
+    computed alike however many there are, so greedy speculative decoding returns vanilla's tokens
+    bitwise. VISPEC_CPU_FORM names another form instead; "onednn" (AVX-512 with bf16 arithmetic) can be
+    faster on some CPUs but is inexact: a verification of many tokens rounds near-ties differently
+    from a one-token step (`EXACT_FORMS`)."""
     if dtype not in (torch.bfloat16, torch.float16) or os.environ.get("VISPEC_PREPACK", "auto") == "0":
         return None
     form = os.environ.get("VISPEC_CPU_FORM", "auto")
     if form != "auto":
         return _forced_form(form, dtype)
-    if can_pack(dtype):
-        return "onednn"
-    return "widen" if dtype == torch.bfloat16 and few_rows.available() else "upcast"
+    if dtype == torch.bfloat16 and few_rows.available():
+        return "widen"
+    return "onednn" if can_pack(dtype) else "upcast"
 
 
 def _forced_form(form: str, dtype: torch.dtype) -> str:
@@ -151,6 +156,7 @@ class PackedWeights:
 
     def __init__(self, language_model, lm_head, mode: str = "onednn"):
         self.mode = mode
+        self.rows_alike = mode in EXACT_FORMS                  # greedy trees give vanilla's tokens bitwise
         self.fp32_attention = mode in ("upcast", "widen")     # and an fp32 KV cache: see the forms above
         _pack_ = functools.partial(_pack, mode)
         self.layers, self.modules = [], [lm_head]

@@ -10,6 +10,7 @@ OCR_PROMPT = ("Perform an OCR task on the provided image. Extract the text accur
               "explanation of the process. Ensure the response is comprehensive and well-structured.")
 
 HELD_OUT_SCENE_SEED = 1_000_000      # benchmark scenes use seeds >= this; training uses seeds below
+TARGET_CHECK_SCENE_SEED = 3_000_000  # the default target's own checks (evaluation/target_checks.py)
 CALIBRATION_OFFSET = 1_000           # the tree search's prompts start here in each task's sequence
 
 # -- text-only instructions (stage 1): topics x instruction forms x long-answer suffixes -------------
@@ -59,3 +60,19 @@ LONG_PROMPTS = (CAPTION, "Describe this image in detail.")
 # instruction, so the frozen LM learns terseness only when asked for it and stays verbose otherwise.
 SHORT = " Answer in one short sentence."
 COLORS_QUESTION = "What colors are the shapes in the image?"
+
+# -- the default VLM's instruction data (data/instructions.py); none is a benchmark prompt -------------
+DETAIL_PROMPTS = (
+    "Describe this image in detail.", "What do you see in this picture? Describe everything.",
+    "Give a thorough description of this image.", "Can you describe the image for me?",
+    "Tell me about this picture in as much detail as you can.", "Write a detailed caption for this image.",
+    "Describe the contents of this image, including colors and positions.",
+    "Explain what this image shows.", "Please describe the picture above.",
+    "Walk me through everything that appears in this image.", "What is in this image? Be specific.",
+    "Describe the scene, the objects in it and where they are.", "Write a paragraph describing this image.",
+    "Imagine you are describing this image to someone who cannot see it. What would you say?",
+    "Analyze the image in detail.", "Describe the layout and the objects of this image.",
+)
+DETAIL_SUFFIXES = ("", "", "", " " + LONG_ANSWER, " Be as detailed as possible.", " Please be thorough.")
+QUESTION_SUFFIXES = (" Explain your answer.", " Why?", " Give your reasoning.", " Please explain.", "")
+BRIEF_SUFFIXES = (SHORT, " Answer briefly.", " Reply with one sentence.")

@@ -90,8 +90,9 @@ def render(scene: Scene) -> Image.Image:
     draw = ImageDraw.Draw(img)
     for obj in scene.objects:
         cx, cy = _cell_center(obj.position)
-        cx, cy = cx + rng.uniform(-12, 12), cy + rng.uniform(-12, 12)
-        r = rng.uniform(55, 68) if obj.size == "large" else rng.uniform(24, 34)
+        r = rng.uniform(50, 64) if obj.size == "large" else rng.uniform(20, 34)
+        room = max(4.0, SIZE / 6 - r - 6)          # anywhere in its cell, never across the cell's edge
+        cx, cy = cx + rng.uniform(-room, room), cy + rng.uniform(-room, room)
         fill = COLORS[obj.color]
         if obj.shape == "circle":
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)

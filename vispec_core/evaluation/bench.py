@@ -255,6 +255,7 @@ def environment(target) -> dict:
                 versions=dict(python=platform.python_version(), torch=torch.__version__,
                               transformers=transformers.__version__, numpy=numpy.__version__),
                 device=device, dtype=str(target.dtype).replace("torch.", ""), weights=packed.mode if packed else "plain",
+                rows_computed_alike=packed is not None and packed.rows_alike,
                 threads=torch.get_num_threads(),
                 host_cpus=os.cpu_count())
 

