@@ -52,6 +52,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, work):
 
     out = build.export(tmp_path / "b", tmp_path / "out")
     assert out["adapter_bytes"] < 12e6
+    config = json.loads((tmp_path / "out" / dv.ADAPTER / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == dv.LM_NAME and not (tmp_path / "out" / dv.ADAPTER / "README.md").exists()
     vlm = dv.load_vlm(dtype=torch.float32, projector=tmp_path / "out" / "projector.safetensors",
                       adapter=tmp_path / "out" / dv.ADAPTER)
     assert vlm.adapter_id and type(vlm.lm).__name__ == "LlamaForCausalLM"     # merged: a plain model again

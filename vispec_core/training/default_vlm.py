@@ -160,13 +160,14 @@ def loss_on(vlm, batch: list[dict], feats: dict[str, torch.Tensor], fact_weight:
     the tokens that state a fact of the image weigh `fact_weight` (the grounding signal among many
     tokens that the answers' phrasing predicts without the image)."""
     T = max(len(b["ids"]) for b in batch)
-    pad = vlm.tokenizer.pad_token_id
+    pad, device = vlm.tokenizer.pad_token_id, vlm.projector.linear_1.weight.device
     ids = torch.full((len(batch), T), pad, dtype=torch.long)
     mask = torch.zeros(len(batch), T, dtype=torch.long)
     for i, b in enumerate(batch):
         ids[i, :len(b["ids"])] = torch.tensor(b["ids"])
         mask[i, :len(b["ids"])] = 1
-    image = vlm.project(torch.stack([feats[b["key"]] for b in batch]).float())
+    ids, mask = ids.to(device), mask.to(device)
+    image = vlm.project(torch.stack([feats[b["key"]] for b in batch]).to(device).float())
     embeds = vlm.embed(ids, image)
     base = vlm.lm.get_base_model()
     hidden = base.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
@@ -179,8 +180,8 @@ def loss_on(vlm, batch: list[dict], feats: dict[str, torch.Tensor], fact_weight:
             labels += b["ids"][a:e]
             weights += [fact_weight if t in facts else 1.0 for t in range(a, e)]
     logits = base.lm_head(hidden[rows, cols])
-    w = torch.tensor(weights)
-    loss = (F.cross_entropy(logits.float(), torch.tensor(labels), reduction="none") * w).sum() / w.sum()
+    w = torch.tensor(weights, device=device)
+    loss = (F.cross_entropy(logits.float(), torch.tensor(labels, device=device), reduction="none") * w).sum() / w.sum()
     return loss, len(labels)
 
 
@@ -206,7 +207,7 @@ def _trainable(vlm) -> dict[str, torch.Tensor]:
 def save_checkpoint(work: Path, step: int, vlm, optimizer) -> None:
     tmp, final = work / "checkpoint.tmp", work / "checkpoint.pt"
     torch.save({"step": step, "init": getattr(vlm, "init", None),
-                "weights": {n: p.detach().clone() for n, p in _trainable(vlm).items()},
+                "weights": {n: p.detach().cpu().clone() for n, p in _trainable(vlm).items()},
                 "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp)
     os.replace(tmp, final)
 
@@ -237,7 +238,7 @@ def train(work: Path, steps: int, batch: int = 4, lr: float = 4e-4, projector_lr
         state = torch.load(ckpt, weights_only=False)
         with torch.no_grad():
             for n, p in _trainable(vlm).items():
-                p.copy_(state["weights"][n])
+                p.copy_(state["weights"][n].to(p.device))
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         step = state["step"]
@@ -286,6 +287,10 @@ def export(work: Path, out: Path) -> dict:
     tmp = out / (dv.ADAPTER + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     vlm.lm.save_pretrained(tmp)
+    (tmp / "README.md").unlink(missing_ok=True)          # peft's model-card template
+    config = json.loads((tmp / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = dv.LM_NAME       # not this machine's cache path
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     weights = tmp / "adapter_model.safetensors"
     from safetensors.torch import load_file
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(weights)).items()}, str(weights),
@@ -293,8 +298,7 @@ def export(work: Path, out: Path) -> dict:
     shutil.rmtree(adapter, ignore_errors=True)
     os.replace(tmp, adapter)
     dv.save_projector(vlm.projector, out / "projector.safetensors", {"steps": state["step"], "adapter": dv.ADAPTER})
-    return {"steps": state["step"], "adapter_bytes": weights.stat().st_size if weights.exists() else
-            (adapter / "adapter_model.safetensors").stat().st_size}
+    return {"steps": state["step"], "adapter_bytes": (adapter / "adapter_model.safetensors").stat().st_size}
 
 
 def main(argv=None) -> int:
