@@ -280,3 +280,14 @@ def test_an_image_qwen_cannot_take_is_named(size):
     target = load_target("tiny:qwen2_5_vl")
     with pytest.raises(ValueError, match=rf"Image 0 is {size[0]} x {size[1]} pixels.*crop or pad"):
         generate(target, "<image>What is it?", [Image.new("RGB", size)], max_new_tokens=2)
+
+
+def test_instruction_tuning_refuses_bad_arguments_before_any_work(tmp_path, capsys):
+    from vispec_core.training import default_vlm as build
+    for argv, says in ((["train", "--init", str(tmp_path)], "adapter_config.json"),
+                       (["train", "--fact-weight", "0"], "--fact-weight must be positive"),
+                       (["train", "--steps", "0"], "--steps must be positive")):
+        with pytest.raises(SystemExit):
+            build.main(argv + ["--work", str(tmp_path / "work")])
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()

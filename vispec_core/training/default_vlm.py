@@ -219,6 +219,9 @@ def train(work: Path, steps: int, batch: int = 4, lr: float = 4e-4, projector_lr
     from fresh adapters on the shipped projector, or from an export (`init`)."""
     from accelerate import Accelerator
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if not (work / "conversations.jsonl").is_file():
+        raise FileNotFoundError(f"{work / 'conversations.jsonl'} is missing: run the data stage first "
+                                "(`python -m vispec_core.training.default_vlm data --work ...`).")
     rows = [json.loads(line) for line in (work / "conversations.jsonl").read_text().splitlines()]
     feats = load_features(work / "features")
     missing = [r["key"] for r in rows if r["key"] not in feats]
@@ -320,6 +323,12 @@ def main(argv=None) -> int:
     for name in ("scenes", "evqa", "steps", "batch"):
         if getattr(a, name) < (1 if name in ("steps", "batch") else 0):
             p.error(f"--{name} must be positive, got {getattr(a, name)}")
+    if a.fact_weight <= 0:
+        p.error(f"--fact-weight must be positive, got {a.fact_weight}")
+    if a.init is not None and not ((a.init / dv.ADAPTER / "adapter_config.json").is_file()
+                                   and (a.init / "projector.safetensors").is_file()):
+        p.error(f"--init {a.init}: needs {dv.ADAPTER}/adapter_config.json and projector.safetensors there "
+                "(a folder the export stage wrote)")
     work = a.work or cache_dir() / "default_vlm_build"
     work.mkdir(parents=True, exist_ok=True)
     sources = training_sources(a.scenes, a.evqa, a.seed)
