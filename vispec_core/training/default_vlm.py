@@ -236,6 +236,7 @@ def train(work: Path, steps: int, batch: int = 4, lr: float = 4e-4, projector_lr
               {"params": [p for n, p in params.items() if n.startswith("projector.")], "lr": projector_lr, "base": projector_lr}]
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0)
     vlm, optimizer = accelerator.prepare(vlm, optimizer)
+    trained = list(_trainable(vlm).values())
     ckpt, step = work / "checkpoint.pt", 0
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
@@ -261,7 +262,7 @@ def train(work: Path, steps: int, batch: int = 4, lr: float = 4e-4, projector_lr
                 g["lr"] = lr_at(step, steps, g["base"], warmup)
             loss, n_tok = loss_on(vlm, [rows[i] for i in idx], feats, fact_weight)
             accelerator.backward(loss)
-            norm = torch.nn.utils.clip_grad_norm_(list(_trainable(vlm).values()), 1.0)
+            norm = torch.nn.utils.clip_grad_norm_(trained, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step, done_here = step + 1, done_here + 1

@@ -32,6 +32,7 @@ from ..data import prompts, scenes as sc
 from ..data.prompts import COLORS_QUESTION, LONG_PROMPTS, SHORT
 from ..data.easyvqa import EVQA_COLORS, EVQA_SHAPES, easyvqa_facts, easyvqa_image  # noqa: F401
 from ..targets import default_vlm as dv, many_rows_dtype, packed_linears
+from .default_vlm import extract_features, load_features, load_image  # noqa: F401  (shared with the instruction tuning)
 
 EXPLAIN = " " + prompts.EXPLAIN
 
@@ -63,36 +64,6 @@ def image_sources(n_evqa: int, n_scenes: int, seed: int = 0) -> list[tuple[str, 
     random.Random(seed).shuffle(ids)
     out = [(f"evqa-{i}", {"kind": "evqa", **facts[i]}) for i in sorted(ids[:n_evqa])]
     out += [(f"scene-{s}", {"kind": "scene", **sc.sample_scene(s).to_dict()}) for s in range(n_scenes)]
-    return out
-
-
-def load_image(key: str) -> Image.Image:
-    kind, num = key.rsplit("-", 1)
-    return easyvqa_image("train", int(num)) if kind == "evqa" else sc.render(sc.sample_scene(int(num)))
-
-
-def extract_features(encoder, keys: list[str], folder: Path, chunk: int = 32, log=print) -> None:
-    """Frozen features [n, 196, 1280] (bf16) in chunk files; finished chunks are skipped."""
-    folder.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    for c in range(0, len(keys), chunk):
-        path = folder / f"{c // chunk:05d}.pt"
-        if path.exists():
-            continue
-        part = keys[c:c + chunk]
-        with torch.inference_mode():
-            x = dv.preprocess([load_image(k) for k in part])
-            feats = encoder.extract_features(x).flatten(2).transpose(1, 2).to(torch.bfloat16)
-        torch.save({"keys": part, "features": feats.clone()}, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").rename(path)
-        log(f"features {c + len(part)}/{len(keys)} ({(c + len(part)) / (time.time() - t0):.2f} img/s this run)")
-
-
-def load_features(folder: Path) -> dict[str, torch.Tensor]:
-    out = {}
-    for path in sorted(folder.glob("*.pt")):
-        d = torch.load(path, weights_only=True)
-        out.update(zip(d["keys"], d["features"]))
     return out
 
 
