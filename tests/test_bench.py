@@ -68,8 +68,9 @@ def test_records_have_every_field(bench_file):
         assert r["wall_time_s"] > 0 and r["peak_memory"]["bytes"] > 0
         assert "rss" in r["peak_memory"]["kind"]        # CPU: labelled as the process's max RSS
         assert (r["tree"] is not None) == (r["method"] in ("medusa", "eagle2", "vispec"))
-        if r["tree"]:
-            assert r["tree"]["label"] == "30/3/8" and r["tree"]["source"] == "paper"
+        if r["tree"]:   # Medusa's 3 heads give 3 levels: its tree stops at depth 2
+            want = ("30/2/8", "capped") if r["method"] == "medusa" else ("30/3/8", "paper")
+            assert (r["tree"]["label"], r["tree"]["source"]) == want
             assert len(r["accept_lengths"]) == r["cycles"]
     # same seed for every method on a prompt
     seeds = {(r["prompt_id"], r["temperature"]): set() for r in runs}
@@ -348,23 +349,24 @@ def test_offline_estimate_matches_real_drafts(kind):
     target = tiny_target("llava_next")
     draft = load_draft(f"random:{kind}", target=target)
     prompts = task_prompts("caption", 1, seed=3)
-    cal = calibrate(target, draft, prompts, 24, depths=(3,), top_ks=(8,), max_total=30)
+    tree = TreeConfig(30, 2, 8) if kind == "medusa" else PAPER_TREE      # Medusa's 3 heads: depth 2
+    cal = calibrate(target, draft, prompts, 24, depths=(tree.depth,), top_ks=(8,), max_total=30)
     inputs = target.prepare(prompts[0].prompt, prompts[0].images)
     _, stats = decode_speculative(target, draft, inputs, 24)
-    assert estimate_tau(cal, PAPER_TREE)[1] == [stats["accept_lengths"]]
+    assert estimate_tau(cal, tree)[1] == [stats["accept_lengths"]]
 
 
 def test_search_tree_returns_a_valid_config():
     target = tiny_target("llava_next")
     from vispec_core import load_draft
 
-    draft = load_draft("random:medusa", target=target)        # 3 heads: depth at most 3
+    draft = load_draft("random:medusa", target=target)        # 3 heads: depth at most 2
     result = search_tree(target, draft, task_prompts("text", 1), 6, depths=(1, 2, 3, 4), top_ks=(1, 4, 8),
                          totals=(2, 8, 30), verify_sizes=(1, 8, 30), repeats=1)
     c = result["chosen"]
-    assert 2 <= c["total_tokens"] <= 30 and 1 <= c["depth"] <= 3 and c["top_k"] in (1, 4, 8)
+    assert 2 <= c["total_tokens"] <= 30 and 1 <= c["depth"] <= 2 and c["top_k"] in (1, 4, 8)
     assert c["tokens_per_s"] == max(r["tokens_per_s"] for r in result["candidates"])
-    assert result["paper"]["label"] == PAPER_TREE.label
+    assert result["paper"]["label"] == "30/2/8"                # the paper's tree at the heads' depth
     assert all(np.isfinite(r["speedup"]) and r["tau"] >= 0 for r in result["candidates"])
     assert set(result["verify_curve_s"]) == {"1", "8", "30"}
     assert set(result["draft_pass_s"]) == {"1", "4", "8"} and all(t > 0 for t in result["draft_pass_s"].values())
@@ -453,10 +455,10 @@ def test_draft_tau_script_runs(tmp_path, capsys):
     """scripts/draft_tau.py on a tiny target: acceptance compared without timing."""
     module = load_script("draft_tau")
     out = tmp_path / "tau.json"
-    assert module.main(["--target", "tiny:llava_next", "--drafts", "random:eagle2,random:medusa", "--trees", "4/2/2,6/3/2",
+    assert module.main(["--target", "tiny:llava_next", "--drafts", "random:eagle2,random:medusa", "--trees", "4/1/2,6/2/2",
                         "--tasks", "vqa", "--n-prompts", "1", "--tokens", "6", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["draft"], r["tree"]) for r in rows] == [(d, t) for d in ("random:eagle2", "random:medusa")
-                                                        for t in ("4/2/2", "6/3/2")]
+                                                        for t in ("4/1/2", "6/2/2")]
     assert all(0 <= r["tau"] <= 3 and r["cycles"] > 0 for r in rows)
     assert "tau" in capsys.readouterr().out

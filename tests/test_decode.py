@@ -49,16 +49,18 @@ class ScriptedSession(TreeSession):
 
 @pytest.mark.parametrize("tree", [dict(total_tokens=8, depth=3, top_k=2), dict(total_tokens=30, depth=3, top_k=8),
                                   dict(total_tokens=4, depth=1, top_k=3)])
-def test_perfect_draft_accepts_depth_tokens_per_cycle(target, photos, tree):
+def test_perfect_draft_accepts_depth_plus_one_tokens_per_cycle(target, photos, tree):
+    """`depth` counts the expansions after the root pass, as the official EAGLE-2 code does: a tree's
+    longest path, all accepted, is depth + 1 draft tokens."""
     inputs = target.prepare("Describe it.", [photos["rocket"]])
     greedy, _ = decode_vanilla(target, inputs, 40)
     draft = ScriptedDraft(greedy, target.vocab_size)
     tokens, stats = decode_speculative(target, draft, inputs, 40, **tree)
     assert tokens == greedy
-    # every full cycle accepts `depth` draft tokens; only the last may be cut short by max_new_tokens
-    assert all(a == tree["depth"] for a in stats["accept_lengths"][:-1])
-    assert stats["tau"] >= tree["depth"] - 1
-    assert stats["cycles"] == len(stats["accept_lengths"]) <= -(-39 // (tree["depth"] + 1))
+    # every full cycle accepts depth + 1 draft tokens; only the last may be cut short by max_new_tokens
+    assert all(a == tree["depth"] + 1 for a in stats["accept_lengths"][:-1])
+    assert stats["tau"] >= tree["depth"]
+    assert stats["cycles"] == len(stats["accept_lengths"]) <= -(-39 // (tree["depth"] + 2))
 
 
 def test_wrong_draft_is_still_exact_and_accepts_nothing(target, photos):

@@ -324,7 +324,7 @@ def test_speculative_equals_vanilla_greedy_fp32(image, kind):
     inputs = tgt.prepare("Provide a detailed description of the given image.", [image])
     vanilla, _ = decode_vanilla(tgt, inputs, 32)
     spec, stats = decode_speculative(tgt, load_draft(f"random:{kind}", target=tgt), inputs, 32,
-                                     total_tokens=8, depth=3, top_k=2)
+                                     total_tokens=8, top_k=2)
     assert spec == vanilla and stats["cycles"] >= 1
 
 
@@ -360,7 +360,7 @@ def test_shipped_drafts_fit_are_exact_and_trained(kind):
         warnings.simplefilter("always")
         draft = load_draft(kind, tgt)
     assert not [w for w in seen if "trained against" in str(w.message)], "retrain the drafts for this projector"
-    spec, stats = decode_speculative(tgt, draft, inputs, 24, total_tokens=12, depth=3, top_k=4)
+    spec, stats = decode_speculative(tgt, draft, inputs, 24, total_tokens=12, top_k=4)
     assert spec == vanilla
     assert stats["tau"] > 0.2, stats["accept_lengths"]
 

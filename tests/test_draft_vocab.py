@@ -49,7 +49,7 @@ def test_draft_proposes_only_its_vocabulary(target, photos, kind):
     outside[ids] = False
     assert torch.isneginf(lp[outside]).all() and torch.isfinite(lp[ids]).all()
     assert torch.allclose(lp[ids].exp().sum().cpu(), torch.tensor(1.0))
-    tree = draft_tree(session, root, 30, 3, 8)
+    tree = draft_tree(session, root, 30, 2 if kind == "medusa" else 3, 8)      # Medusa: 3 heads, depth 2
     assert len(tree.tokens) == 30 and set(tree.tokens[1:].tolist()) <= set(ids)
 
 
@@ -62,7 +62,7 @@ def test_reduced_vocabulary_speculative_equals_vanilla_greedy(target, photos, ki
         missing = vanilla[3]          # left out of the draft vocabulary: only the target can say it
         ids = [i for i in vocab_for(target, vanilla) if i != missing]
         draft = load_draft(f"random:{kind}", target, draft_vocab=ids)
-        spec, stats = decode_speculative(target, draft, inputs, 64, total_tokens=30, depth=3, top_k=8)
+        spec, stats = decode_speculative(target, draft, inputs, 64, total_tokens=30, top_k=8)
         assert spec == vanilla and len(spec) == 64 and missing in spec
         accepted += sum(stats["accept_lengths"])
     assert accepted > 0, "no draft token was ever accepted: the test would not exercise acceptance"

@@ -97,7 +97,7 @@ def test_text_only_prompt_and_bfloat16_target(kind):
     assert {p.dtype for p in draft.parameters()} == {torch.bfloat16}
     session, lp = start(draft, target, inputs, f, 42)
     assert lp.dtype == torch.float32 and torch.isfinite(lp).all()
-    assert draft_tree(session, 42, total_tokens=10, depth=3, top_k=3).tokens.numel() == 10
+    assert draft_tree(session, 42, total_tokens=10, depth=2, top_k=3).tokens.numel() == 10
     out = draft(f, inputs, unroll=1)
     assert out.hidden.dtype == torch.bfloat16 and not out.is_image.any()
 
@@ -108,7 +108,7 @@ def test_tree_nodes_see_prefix_and_ancestors_only(target, photos, kind):
     inputs, f, root = prompt(target, photos)
     draft = load_draft(f"random:{kind}", target, initializer_range=0.1)   # larger weights, sharper attention
     session, _ = start(draft, target, inputs, f, root)
-    draft_tree(session, root, total_tokens=20, depth=3, top_k=3)
+    draft_tree(session, root, total_tokens=20, depth=2, top_k=3)
     assert session.nodes == 1 + 3 + 3 and session.depths == [0, 1, 1, 1, 2, 2, 2]
     for node in range(1, session.nodes):
         path = [node]
@@ -315,9 +315,9 @@ def test_medusa_heads_start_as_the_identity_and_refuse_a_too_deep_tree(target, p
     draft = load_draft("random:medusa", target)
     session, lp = start(draft, target, inputs, f, root)
     torch.testing.assert_close(lp, torch.log_softmax(target.logits(f[0, -1]), -1), **TOL)
-    draft_tree(session, root, total_tokens=10, depth=3, top_k=2)
-    with pytest.raises(ValueError, match="3 heads.*at most 3"):
-        draft_tree(session, root, total_tokens=10, depth=4, top_k=2)
+    draft_tree(session, root, total_tokens=10, depth=2, top_k=2)
+    with pytest.raises(ValueError, match="3 heads.*at most depth 2"):
+        draft_tree(session, root, total_tokens=10, depth=3, top_k=2)
     out = draft(f, inputs)
     assert out.hidden.shape == (3, inputs.length, target.hidden_size)
 

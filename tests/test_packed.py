@@ -55,7 +55,7 @@ def test_packed_weights_are_bitwise_the_modules(family, monkeypatch):
 
     draft = load_draft("random:vispec", target=packed)          # the speculative loop on packed weights
     inputs = packed.prepare(p.prompt, p.images)
-    assert decode_speculative(packed, draft, inputs, 12, total_tokens=8, depth=3, top_k=2)[0] == got[2]
+    assert decode_speculative(packed, draft, inputs, 12, total_tokens=8, top_k=2)[0] == got[2]
 
     before = packed.packed_weights()
     with torch.no_grad():                                        # an in-place change is seen: packed again
@@ -146,7 +146,7 @@ def test_a_cpu_without_bf16_arithmetic_multiplies_in_fp32(monkeypatch, form):
         target.lm_head.weight.mul_(30.0)
     draft = load_draft("random:eagle2", target=target, seed=1, draft_vocab=list(range(0, 600, 3)))
     with torch.inference_mode():
-        spec = decode_speculative(target, draft, inputs, 24, total_tokens=8, depth=3, top_k=2)[0]
+        spec = decode_speculative(target, draft, inputs, 24, total_tokens=8, top_k=2)[0]
     assert spec == decode_vanilla(target, inputs, 24)[0]
     assert is_packed(draft.fc.weight)                       # the prompt's product: fp32
     assert is_packed(draft.vocab_head) == (form == "widen")  # 2-row expansions: on the bf16 weight unless widened

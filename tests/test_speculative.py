@@ -39,7 +39,7 @@ def test_greedy_speculative_equals_vanilla(target, photos, kind):
     for prompt, photo in PROMPTS:
         inputs = target.prepare(prompt, [photos[photo]])
         vanilla, _ = decode_vanilla(target, inputs, 64)
-        spec, stats = decode_speculative(target, draft, inputs, 64, total_tokens=30, depth=3, top_k=8)
+        spec, stats = decode_speculative(target, draft, inputs, 64, total_tokens=30, top_k=8)
         if spec != vanilla:
             i = next(i for i, (a, b) in enumerate(zip(spec, vanilla)) if a != b)
             gap = first_divergence_gap(target, inputs, vanilla)[i]
@@ -120,7 +120,7 @@ def sample_first3(target, draft, inputs, n, temperature=1.0):
             tokens, _ = decode_vanilla(target, inputs, 3, temperature, 1.0, gen)
         else:
             tokens, _ = decode_speculative(target, draft, inputs, 3, temperature, 1.0, gen,
-                                           total_tokens=12, depth=3, top_k=4)
+                                           total_tokens=12, top_k=4)
         out.append(tuple(tokens))
     return out
 

@@ -255,7 +255,7 @@ def test_trained_drafts_are_exact_at_temperature_zero(greedy_world, kind):
     for record in load_synthesized(data).select(range(2)):
         inputs = t.prepare(record["prompt"], record["images"])
         vanilla, _ = decode_vanilla(t, inputs, 32)
-        spec_tokens, stats = decode_speculative(t, draft, inputs, 32, total_tokens=16, depth=3, top_k=4)
+        spec_tokens, stats = decode_speculative(t, draft, inputs, 32, total_tokens=16, top_k=4)
         assert spec_tokens == vanilla
         accepted += sum(stats["accept_lengths"])
     assert accepted > 0, "the trained draft never had a token accepted"

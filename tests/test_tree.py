@@ -45,7 +45,7 @@ def reference_tree(logp, vocab, total_tokens, depth, top_k):
 
     level = children((), 0.0)
     cands = list(level)
-    for _ in range(depth - 1):
+    for _ in range(depth):
         frontier = sorted(level, key=lambda c: -c[1])[:top_k]
         level = [c for f in frontier for c in children(*f)]
         cands += level
@@ -97,7 +97,7 @@ def test_tree_matches_brute_force(make_logp, vocab, total_tokens, depth, top_k, 
     tree = draft_tree(PathStepper(logp), ROOT, total_tokens, depth, top_k)
     check_structure(tree)
     ref = reference_tree(logp, vocab, total_tokens, depth, top_k)
-    n_cand = top_k + (depth - 1) * top_k**2
+    n_cand = top_k + depth * top_k**2
     assert tree.tokens.numel() == min(total_tokens, 1 + n_cand) == 1 + len(ref)
     got = {tuple(tree.tokens[node_path(tree, i)[1:]].tolist()): tree.scores[i].item()
            for i in range(1, tree.tokens.numel())}
@@ -111,9 +111,9 @@ def test_expand_numbering_and_frontier():
     logp = random_logp(vocab, 11)
     stepper = PathStepper(logp)
     tree = draft_tree(stepper, ROOT, 1000, depth, top_k)  # keeps every candidate
-    assert tree.tokens.numel() == 1 + top_k + (depth - 1) * top_k**2
+    assert tree.tokens.numel() == 1 + top_k + depth * top_k**2
     assert stepper.calls[0] == ([ROOT], [-1], 0)
-    assert [c[2] for c in stepper.calls] == list(range(depth))
+    assert [c[2] for c in stepper.calls] == list(range(depth + 1))
     paths = {tuple(tree.tokens[node_path(tree, i)].tolist()): i for i in range(tree.tokens.numel())}
     start, prev_len = 0, 1
     for d, (tokens, parents, call_depth) in enumerate(stepper.calls[1:], 1):

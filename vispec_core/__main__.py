@@ -14,7 +14,8 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 def add_tree_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--total-tokens", type=int, default=30, help="tree size, root included (paper: 30)")
-    p.add_argument("--depth", type=int, default=3, help="draft passes = maximum accepted draft tokens per cycle (paper: 3)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="expansions after the root pass; a cycle accepts up to depth + 1 draft tokens (paper: 3)")
     p.add_argument("--top-k", type=int, default=8, help="children per expanded node (paper: 8)")
 
 

@@ -96,6 +96,17 @@ def check_arguments(prompt, draft, max_new_tokens, temperature, seed, top_p) -> 
         raise ValueError(f"seed must be in [0, 2**63), got {seed}.")
 
 
+PAPER_DEPTH = 3
+
+
+def tree_depth(draft, depth: int | None) -> int:
+    """`depth` as given, else the paper's 3 where the draft can build it (Medusa: its heads - 1)."""
+    if depth is not None:
+        return depth
+    max_depth = getattr(draft, "max_depth", None)
+    return PAPER_DEPTH if max_depth is None else min(PAPER_DEPTH, max_depth - 1)
+
+
 def check_speculative(target: Target, draft, total_tokens: int, depth: int, top_k: int) -> None:
     """The tree settings against the draft and the target, before any work."""
     for name, value in (("total_tokens", total_tokens), ("depth", depth), ("top_k", top_k)):
@@ -104,13 +115,13 @@ def check_speculative(target: Target, draft, total_tokens: int, depth: int, top_
     draft_vocab = getattr(getattr(draft, "config", None), "draft_vocab", None)
     check_tree(total_tokens, depth, top_k, len(draft_vocab) if draft_vocab else target.vocab_size)
     max_depth = getattr(draft, "max_depth", None)
-    if max_depth is not None and depth > max_depth:
-        raise ValueError(f"This {type(draft).__name__} drafts at most {max_depth} tokens per path; "
-                         f"use depth <= {max_depth} (asked {depth}).")
+    if max_depth is not None and depth + 1 > max_depth:
+        raise ValueError(f"This {type(draft).__name__} drafts at most {max_depth} tokens per path, and a tree of "
+                         f"depth d drafts d + 1; use depth <= {max_depth - 1} (asked {depth}).")
     room = getattr(draft, "tree_room", None)      # tree nodes a draft session holds (ViSpec, EAGLE-2)
-    if room is not None and top_k * (depth - 1) > room:
-        raise ValueError(f"depth={depth} with top_k={top_k} runs {top_k * (depth - 1)} draft tree nodes, more than "
-                         f"this {type(draft).__name__} holds ({room}); use depth <= {room // top_k + 1} "
+    if room is not None and top_k * depth > room:
+        raise ValueError(f"depth={depth} with top_k={top_k} runs {top_k * depth} draft tree nodes, more than "
+                         f"this {type(draft).__name__} holds ({room}); use depth <= {room // top_k} "
                          f"or a smaller top_k.")
     limit = target.text_config.max_position_embeddings
     if total_tokens > limit:
@@ -170,9 +181,11 @@ def decode_vanilla(target: Target, inputs: TargetInputs, max_new_tokens: int, te
 @torch.inference_mode()
 def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_tokens: int,
                        temperature: float = 0.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-                       total_tokens: int = 30, depth: int = 3, top_k: int = 8) -> tuple[list[int], dict]:
-    """Draft a tree, verify it in one target forward, keep the accepted path and the bonus token."""
+                       total_tokens: int = 30, depth: int | None = None, top_k: int = 8) -> tuple[list[int], dict]:
+    """Draft a tree, verify it in one target forward, keep the accepted path and the bonus token.
+    `depth`: expansions after the root pass, so a path drafts up to depth + 1 tokens (`tree_depth`)."""
     check_room(target, inputs, max_new_tokens)
+    depth = tree_depth(draft, depth)
     check_speculative(target, draft, total_tokens, depth, top_k)
     clock = Clock(target.device)
     capacity = inputs.length + max_new_tokens + total_tokens
@@ -220,14 +233,16 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
 
 def generate(target: Target, prompt: str, images=None, draft=None, max_new_tokens: int = 128,
              temperature: float = 0.0, seed: int = 0, top_p: float = 1.0, total_tokens: int = 30,
-             depth: int = 3, top_k: int = 8) -> Generation:
+             depth: int | None = None, top_k: int = 8) -> Generation:
     """Answer a prompt about images; with a draft, by speculative decoding (lossless), else token by token.
 
     tau in `stats` is the mean number of accepted draft tokens per draft-verify cycle, bonus token
-    not counted (the paper's convention).
+    not counted (the paper's convention). The tree: total_tokens nodes, top_k children per node, and
+    `depth` expansions after the root pass (paper 30/3/8; Medusa's default depth is its heads - 1).
     """
     check_arguments(prompt, draft, max_new_tokens, temperature, seed, top_p)
     if draft is not None:
+        depth = tree_depth(draft, depth)
         check_speculative(target, draft, total_tokens, depth, top_k)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     clock = Clock(target.device)

@@ -90,7 +90,7 @@ def chain_tree(root_token: int, chain: list[int], device=None) -> DraftTree:
 def check_tree(total_tokens: int, depth: int, top_k: int, vocab_size: int | None = None) -> None:
     """Clear errors for tree settings out of range (callers check before any model work)."""
     if depth < 1:
-        raise ValueError(f"depth (number of draft passes) must be >= 1, got {depth}")
+        raise ValueError(f"depth (expansions after the root pass) must be >= 1, got {depth}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if vocab_size is not None and top_k > vocab_size:
@@ -107,13 +107,15 @@ def draft_tree(
     top_k: int,
     device: torch.device | str | None = None,
 ) -> DraftTree:
-    """Build the EAGLE-2 dynamic tree with `depth` draft passes and at most `total_tokens` nodes.
+    """Build the EAGLE-2 dynamic tree: the root pass, then `depth` expansions, at most `total_tokens`
+    nodes. A path holds up to depth + 1 draft tokens (`depth` as the official EAGLE-2 and ViSpec code
+    count it: their 30/3/8 tree drafts 4 levels).
 
-    Expansion: the root's top_k children form the first frontier. Each later pass runs the frontier
-    (top_k nodes) through the draft together; the top_k children of each node, k*k in all, become
-    candidates scored by cumulative log-prob (the product of draft probabilities on the path), and
-    the global top_k of them are the next frontier.
-    Rerank: of all candidates, top_k + (depth - 1) * top_k**2, keep the total_tokens - 1 best
+    Expansion: the root pass gives the root's top_k children, the first frontier. Each expansion runs
+    the frontier (top_k nodes) through the draft together; the top_k children of each node, k*k in
+    all, become candidates scored by cumulative log-prob (the product of draft probabilities on the
+    path), and the global top_k of them are the next frontier.
+    Rerank: of all candidates, top_k + depth * top_k**2, keep the total_tokens - 1 best
     (ties: earlier candidate first). A parent scores at least as high as its child and is generated
     earlier, so the kept set is closed under parents: a tree. If there are fewer candidates than
     total_tokens - 1 (small vocab, top_k or depth), all are kept and the tree has fewer nodes.
@@ -134,7 +136,7 @@ def draft_tree(
     front_parent = torch.zeros(top_k, dtype=torch.long, device=dev)  # expand index of their parents
     n_cand, call_start = top_k, 1                  # expand index of the next call's first item
 
-    for d in range(1, depth):
+    for d in range(1, depth + 1):
         logp = stepper.expand(token, front_parent, d)                   # [k, V]
         child_lp, child_tok = logp.float().clamp_max(0).topk(top_k, dim=-1)  # [k, k]
         child_score = (score[:, None] + child_lp).flatten()             # [k*k]
@@ -162,4 +164,4 @@ def draft_tree(
     scores = torch.cat([zero.float(), cand_scores[keep]])
     if device is not None and torch.device(device) != dev:      # a draft on another device than the target
         tokens, parents, depths, scores = (t.to(device) for t in (tokens, parents, depths, scores))
-    return DraftTree(tokens, parents, depths, scores, ancestor_mask(parents, depth))
+    return DraftTree(tokens, parents, depths, scores, ancestor_mask(parents, depth + 1))

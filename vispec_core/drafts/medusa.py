@@ -73,7 +73,7 @@ class MedusaSession(TreeSession):
     def expand(self, tokens: torch.LongTensor, parents: torch.LongTensor, depth: int) -> torch.Tensor:
         heads = len(self.draft.heads)
         if depth >= heads:
-            raise ValueError(f"This Medusa draft has {heads} heads, so a draft tree can be at most {heads} "
-                             f"passes deep; the tree builder asked for the children of depth-{depth} nodes. "
-                             f"Use depth <= {heads}.")
+            raise ValueError(f"This Medusa draft has {heads} heads, one tree level each, so a draft tree can be at "
+                             f"most depth {heads - 1}; the tree builder asked for the children of depth-{depth} "
+                             f"nodes. Use depth <= {heads - 1}.")
         return self.head_logprobs(depth)[None].expand(tokens.numel(), -1)

@@ -213,7 +213,7 @@ class ViSpecDraft(DraftModel, kind="vispec"):
                            rows.is_image)
 
     # -- inference ----------------------------------------------------------------------------
-    tree_room = 256      # tree nodes a session holds besides the root: top_k * (depth - 1) of them are run
+    tree_room = 256      # tree nodes a session holds besides the root: top_k * depth of them are run
 
     def begin(self, target, inputs, capacity: int, tree_room: int | None = None, frames_as_video: bool = False):
         """Start one generation: compress the images, allocate the KV cache (capacity target

@@ -78,7 +78,7 @@ class Variant:
     name: str
     method: str
     tree: TreeConfig | None = None
-    tree_source: str | None = None      # 'paper', 'given' or 'auto'
+    tree_source: str | None = None      # 'paper', 'given', 'auto' or 'capped' (Medusa's heads)
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -308,18 +308,19 @@ def _check_resumable(old: list[dict], fixed: dict, out: Path) -> None:
 
 
 def _variants(methods, tree, drafts) -> list[Variant]:
+    """The benchmarked variants. Medusa's heads give one tree level each, the root pass included, so
+    its tree stops at depth heads - 1 (source 'capped'); every other draft takes the tree as given."""
+    heads = getattr(getattr(drafts.get("medusa"), "config", None), "num_heads", None)
     variants = []
     for m in methods:
+        given = PAPER_TREE if tree == "auto" else tree           # '<m>@auto' joins after the search
+        source = "paper" if given == PAPER_TREE else "given"
         if m not in SPECULATIVE:
             variants.append(Variant(m, m))
-        elif tree == "auto":
-            variants.append(Variant(m, m, PAPER_TREE, "paper"))     # '<m>@auto' joins after the search
+        elif m == "medusa" and heads is not None and given.depth > heads - 1:
+            variants.append(Variant(m, m, TreeConfig(given.total_tokens, heads - 1, given.top_k), "capped"))
         else:
-            variants.append(Variant(m, m, tree, "paper" if tree == PAPER_TREE else "given"))
-    heads = getattr(getattr(drafts.get("medusa"), "config", None), "num_heads", None)
-    if heads is not None and tree != "auto" and tree.depth > heads:
-        raise ValueError(f"The Medusa draft has {heads} heads, so its tree can be at most {heads} deep; "
-                         f"--tree {tree.label} asks for depth {tree.depth}.")
+            variants.append(Variant(m, m, given, source))
     return variants
 
 

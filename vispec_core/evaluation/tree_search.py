@@ -32,7 +32,7 @@ hardware allows from what the draft delivers.
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -58,7 +58,7 @@ class TreeConfig:
     @property
     def nodes(self) -> int:
         """Nodes the tree really has: all candidates when there are fewer than total_tokens - 1."""
-        return min(self.total_tokens, 1 + self.top_k + (self.depth - 1) * self.top_k ** 2)
+        return min(self.total_tokens, 1 + self.top_k + self.depth * self.top_k ** 2)
 
 
 PAPER_TREE = TreeConfig(30, 3, 8)
@@ -111,9 +111,9 @@ def tau_needed(row: dict, vanilla_token_s: float, speedup: float) -> float:
 
 
 def ceiling(row: dict, vanilla_token_s: float) -> float:
-    """A candidate row's speedup if its longest path were always accepted (tau = depth, or the nodes
-    after the root where there are fewer)."""
-    longest = min(row["depth"], row["nodes"] - 1)
+    """A candidate row's speedup if its longest path were always accepted (tau = depth + 1, or the
+    nodes after the root where there are fewer)."""
+    longest = min(row["depth"] + 1, row["nodes"] - 1)
     return (longest + 1) * vanilla_token_s / (row["draft_s"] + row["extend_s"] + row["verify_s"])
 
 
@@ -144,13 +144,14 @@ class Calibration:
 
 
 def max_draft_depth(draft) -> int | None:
+    """The deepest tree a draft can build: Medusa's heads give one level each (the root pass included)."""
     config = getattr(draft, "config", None)
-    return config.num_heads if getattr(config, "kind", None) == "medusa" else None
+    return config.num_heads - 1 if getattr(config, "kind", None) == "medusa" else None
 
 
 class _Recorder:
     """A TreeSession around a draft session that keeps every expand call's output and time, so the
-    shallower trees of the same top_k replay them (`draft_tree` with depth d makes exactly the first d
+    shallower trees of the same top_k replay them (`draft_tree` with depth d makes exactly the first d + 1
     expand calls of a deeper build) instead of running the draft again."""
 
     def __init__(self, session, clock):
@@ -184,7 +185,7 @@ def calibrate(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks
     last = None
     for i, p in enumerate(prompts):
         inputs = target.prepare(p.prompt, p.images)
-        steps = max_new_tokens + max(depths)            # y must reach past the last cycle's deepest path
+        steps = max_new_tokens + max(depths) + 1        # y must reach past the last cycle's deepest path
         capacity = inputs.length + steps + max(VERIFY_SIZES) + 1
         forced = list(follow[i]) if follow else []
         generator = torch.Generator(device=target.device).manual_seed(seed * 1_000_003 + i)
@@ -210,7 +211,7 @@ def calibrate(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks
                     clock.lap()
                     tree = draft_tree(rec, root, max_total, d, k, device=dev)   # replays it: build cost only
                     build = clock.lap()
-                    cal.draft_times.setdefault((d, k), []).append(build + sum(rec.times[:d]))
+                    cal.draft_times.setdefault((d, k), []).append(build + sum(rec.times[:d + 1]))
                     at[(d, k)] = (tree.tokens.tolist(), tree.parents.tolist(), tree.scores.tolist())
             trees.append(at)
             if root in target.eos_token_ids or len(y) >= steps:
@@ -256,7 +257,7 @@ def estimate_tau(cal: Calibration, config: TreeConfig) -> tuple[float, list[list
         lengths, t, produced = [], 0, 1
         done = y[0] in cal.eos or cal.max_new_tokens == 1
         while not done:
-            a = _accepted(trees[t][(config.depth, config.top_k)], config.total_tokens, y[t + 1: t + 1 + config.depth])
+            a = _accepted(trees[t][(config.depth, config.top_k)], config.total_tokens, y[t + 1: t + 2 + config.depth])
             lengths.append(a)
             new = y[t + 1: t + a + 2]
             produced += a + 1
@@ -287,11 +288,13 @@ def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_
                 verify_sizes=VERIFY_SIZES, repeats: int = 7, log=None, temperature: float = 0.0,
                 top_p: float = 1.0, seed: int = 0) -> dict:
     """Measure, estimate and rank every grid config for decoding at `temperature`; the result
-    (JSON-ready) names the best as 'chosen' and carries the paper's 30/3/8 row for comparison."""
-    grid_totals = sorted(set(totals) | {PAPER_TREE.total_tokens})
-    grid_depths = sorted(set(depths) | {PAPER_TREE.depth})
-    grid_ks = sorted(set(top_ks) | {PAPER_TREE.top_k})
+    (JSON-ready) names the best as 'chosen' and carries the paper's 30/3/8 row for comparison (for a
+    draft that cannot build it, Medusa with 3 heads, that tree at the draft's depth: 30/2/8)."""
     limit = max_draft_depth(draft)
+    ref = PAPER_TREE if limit is None or PAPER_TREE.depth <= limit else replace(PAPER_TREE, depth=limit)
+    grid_totals = sorted(set(totals) | {ref.total_tokens})
+    grid_depths = sorted(set(depths) | {ref.depth})
+    grid_ks = sorted(set(top_ks) | {ref.top_k})
     cal, (cache, inputs) = calibrate(target, draft, prompts, max_new_tokens, grid_depths, grid_ks,
                                      max(grid_totals), keep_cache=True, temperature=temperature, top_p=top_p,
                                      seed=seed)
@@ -311,8 +314,7 @@ def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_
                    verify_s=verify_s, tokens_per_s=(tau + 1) / cycle, speedup=(tau + 1) * vanilla / cycle)
         rows.append(dict(row, ceiling_speedup=ceiling(row, vanilla)))
     rows.sort(key=lambda r: -r["tokens_per_s"])
-    paper = next(r for r in rows if (r["depth"], r["top_k"]) == (PAPER_TREE.depth, PAPER_TREE.top_k)
-                 and r["nodes"] == PAPER_TREE.nodes) if limit is None or PAPER_TREE.depth <= limit else None
+    paper = next(r for r in rows if (r["depth"], r["top_k"], r["nodes"]) == (ref.depth, ref.top_k, ref.nodes))
     return {"chosen": rows[0], "paper": paper, "candidates": rows,
             "verify_curve_s": {str(n): s for n, s in curve.items()}, "vanilla_token_s": vanilla,
             "draft_pass_s": {str(k): statistics.median(t) for k, t in sorted(cal.pass_times.items()) if t},
