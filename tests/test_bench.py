@@ -103,7 +103,8 @@ def test_rerun_skips_done_records_and_refuses_other_settings(bench_file, capsys)
 
 
 @pytest.mark.parametrize("changed, message", [("draft", "other target or draft weights"),
-                                              ("machine", "another machine or weight form")])
+                                              ("machine", "another machine or weight form"),
+                                              ("version", "an older version of the benchmark")])
 def test_rerun_after_retraining_or_on_another_machine_starts_over_and_keeps_the_old_file(
         bench_file, tmp_path, capsys, changed, message):
     """Resuming onto figures of other weights would mix two models in one table, onto another machine's
@@ -115,18 +116,21 @@ def test_rerun_after_retraining_or_on_another_machine_starts_over_and_keeps_the_
             assert len(r["config"]["weights"]) == 16 and r["device"]
             if changed == "draft":
                 r["config"]["weights"] = "an-older-draft"
+            elif changed == "version":
+                del r["config"]["records_version"]          # written before records carried one
             else:
                 r["device"] = "another CPU (cpu, AVX512)"
     out.write_text("".join(json.dumps(r) + "\n" for r in records))
-    methods = METHODS if changed == "machine" else "vanilla,eagle2"      # the same drafts: the same weights
+    methods = METHODS if changed != "draft" else "vanilla,eagle2"       # the same drafts: the same weights
     args = bench_args(out, methods=methods, tasks="text", temperature="0")
     assert main(args) == 0
     kept = list(tmp_path.glob("b.before-*.jsonl"))
     assert len(kept) == 1 and kept[0].read_text() == "".join(json.dumps(r) + "\n" for r in records)
     assert message in capsys.readouterr().err
     fresh = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["config"]["weights"], r["device"]) for r in fresh if r["type"] == "header"] != [
-        (h["config"]["weights"], h["device"]) for h in records if h["type"] == "header"]
+    def what(h):
+        return h["config"]["weights"], h["device"], h["config"].get("records_version")
+    assert [what(r) for r in fresh if r["type"] == "header"] != [what(h) for h in records if h["type"] == "header"]
     assert {r["variant"] for r in fresh if r["type"] == "run"} == set(methods.split(","))
 
 

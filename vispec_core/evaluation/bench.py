@@ -44,6 +44,10 @@ SPECULATIVE = ("medusa", "eagle2", "vispec")
 # drafts were measured is the weights digest's to say, since their folder differs from clone to clone;
 # which machine, the header's device and weight form.
 FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree")
+# What a record means beyond the settings: raised whenever the same settings come to measure something
+# else (the tree's depth counted as the official code counts it; the scenes drawn anywhere in their
+# cell). A file of another version is set aside and measured again, never resumed onto.
+RECORDS_VERSION = 2
 
 
 @dataclass
@@ -288,7 +292,9 @@ def _set_aside(old: list[dict], fixed: dict, env: dict, out: Path, log) -> bool:
     """Records of other weights or of another machine (or weight form) are never resumed onto: the file
     is kept beside as <name>.before-<time>.jsonl and the benchmark starts over. True if it was set aside."""
     headers = [h for h in old if h.get("type") == "header"]
-    why = ("other target or draft weights" if any(h["config"].get("weights") != fixed["weights"] for h in headers)
+    why = ("an older version of the benchmark" if any(h["config"].get("records_version") != RECORDS_VERSION
+                                                       for h in headers)
+           else "other target or draft weights" if any(h["config"].get("weights") != fixed["weights"] for h in headers)
            else f"another machine or weight form than {env['device']}, {env['weights']}"
            if any((h.get("device"), h.get("weights")) != (env["device"], env["weights"]) for h in headers) else None)
     if why:
@@ -372,7 +378,7 @@ def run_bench(args: BenchConfig, log=lambda s: print(s, file=sys.stderr, flush=T
     drop_partial_tail(out)
     fixed = dict(target=portable(args.target), dtype=args.dtype, device=args.device,
                  max_new_tokens=args.max_new_tokens, seed=args.seed, top_p=args.top_p, tree=args.tree or "paper",
-                 drafts=portable(args.drafts))
+                 drafts=portable(args.drafts), records_version=RECORDS_VERSION)
 
     if args.threads:
         torch.set_num_threads(args.threads)
