@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -385,7 +386,9 @@ def reference_parity(image: Image.Image, prompt: str = "Describe the image.", st
 
 def describe_build() -> dict:
     return {"lm": LM_NAME, "gguf": GGUF_NAME, "encoder": ENCODER_NAME, "image_size": IMAGE_SIZE,
-            "image_tokens": IMAGE_TOKENS, "cache": str(cache_dir())}
+            "image_tokens": IMAGE_TOKENS,
+            "cache": "$VISPEC_CACHE" if os.environ.get("VISPEC_CACHE")
+            else str(cache_dir()).replace(str(Path.home()), "~")}
 
 
 if __name__ == "__main__":
