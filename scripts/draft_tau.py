@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vispec_core import load_draft, load_target                                     # noqa: E402
 from vispec_core.data.tasks import parse_tasks, task_prompts                        # noqa: E402
-from vispec_core.evaluation.tree_search import calibrate, estimate_tau, max_draft_depth, parse_tree  # noqa: E402
+from vispec_core.decoding.decode import max_tree_depth                              # noqa: E402
+from vispec_core.evaluation.tree_search import calibrate, estimate_tau, parse_tree  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -55,8 +56,9 @@ def main(argv=None) -> int:
         cal = calibrate(target, draft, prompts, a.tokens, depths=sorted({t.depth for t in trees}),
                         top_ks=sorted({t.top_k for t in trees}), max_total=max(t.total_tokens for t in trees),
                         temperature=a.temperature, seed=a.seed)
+        limit = max_tree_depth(draft)
         for tree in trees:
-            if max_draft_depth(draft) is not None and tree.depth > max_draft_depth(draft):
+            if limit is not None and tree.depth > limit:
                 print(f"{spec}  {tree.label}: deeper than this draft builds (Medusa: heads - 1), skipped")
                 continue
             tau, per_prompt = estimate_tau(cal, tree)

@@ -99,12 +99,19 @@ def check_arguments(prompt, draft, max_new_tokens, temperature, seed, top_p) -> 
 PAPER_DEPTH = 3
 
 
+def max_tree_depth(draft) -> int | None:
+    """The deepest tree `draft` builds (None: any). A draft of at most n tokens per path (`max_depth`;
+    Medusa: one per head) builds depth n - 1, the root pass giving the first level."""
+    tokens = getattr(draft, "max_depth", None)
+    return None if tokens is None else tokens - 1
+
+
 def tree_depth(draft, depth: int | None) -> int:
     """`depth` as given, else the paper's 3 where the draft can build it (Medusa: its heads - 1)."""
     if depth is not None:
         return depth
-    max_depth = getattr(draft, "max_depth", None)
-    return PAPER_DEPTH if max_depth is None else min(PAPER_DEPTH, max_depth - 1)
+    limit = max_tree_depth(draft)
+    return PAPER_DEPTH if limit is None else min(PAPER_DEPTH, limit)
 
 
 def check_speculative(target: Target, draft, total_tokens: int, depth: int, top_k: int) -> None:
@@ -114,10 +121,10 @@ def check_speculative(target: Target, draft, total_tokens: int, depth: int, top_
             raise TypeError(f"{name} must be an int, got {value!r}.")
     draft_vocab = getattr(getattr(draft, "config", None), "draft_vocab", None)
     check_tree(total_tokens, depth, top_k, len(draft_vocab) if draft_vocab else target.vocab_size)
-    max_depth = getattr(draft, "max_depth", None)
-    if max_depth is not None and depth + 1 > max_depth:
-        raise ValueError(f"This {type(draft).__name__} drafts at most {max_depth} tokens per path, and a tree of "
-                         f"depth d drafts d + 1; use depth <= {max_depth - 1} (asked {depth}).")
+    limit = max_tree_depth(draft)
+    if limit is not None and depth > limit:
+        raise ValueError(f"This {type(draft).__name__} drafts at most {limit + 1} tokens per path, and a tree of "
+                         f"depth d drafts d + 1; use depth <= {limit} (asked {depth}).")
     room = getattr(draft, "tree_room", None)      # tree nodes a draft session holds (ViSpec, EAGLE-2)
     if room is not None and top_k * depth > room:
         raise ValueError(f"depth={depth} with top_k={top_k} runs {top_k * depth} draft tree nodes, more than "

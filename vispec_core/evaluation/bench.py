@@ -36,6 +36,7 @@ import torch
 
 from ..data.tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
 from .records import REPO, append_records, drop_partial_tail, portable, read_records
+from ..decoding.decode import max_tree_depth
 from .tree_search import PAPER_TREE, TreeConfig, parse_tree, search_tree
 
 METHODS = ("vanilla", "hf", "hf_prompt_lookup", "prompt_lookup", "medusa", "eagle2", "vispec")
@@ -44,9 +45,9 @@ SPECULATIVE = ("medusa", "eagle2", "vispec")
 # drafts were measured is the weights digest's to say, since their folder differs from clone to clone;
 # which machine, the header's device and weight form.
 FIXED = ("target", "dtype", "device", "max_new_tokens", "seed", "top_p", "tree")
-# What a record means beyond the settings: raised whenever the same settings come to measure something
-# else (the tree's depth counted as the official code counts it; the scenes drawn anywhere in their
-# cell). A file of another version is set aside and measured again, never resumed onto.
+# What a record means beyond the settings, raised whenever the same settings come to measure something
+# else. Version 2: a tree of depth d drafts d + 1 levels; scene objects lie anywhere in their cell. A
+# file of another version is set aside and measured again, never resumed onto.
 RECORDS_VERSION = 2
 
 
@@ -314,17 +315,17 @@ def _check_resumable(old: list[dict], fixed: dict, out: Path) -> None:
 
 
 def _variants(methods, tree, drafts) -> list[Variant]:
-    """The benchmarked variants. Medusa's heads give one tree level each, the root pass included, so
-    its tree stops at depth heads - 1 (source 'capped'); every other draft takes the tree as given."""
-    heads = getattr(getattr(drafts.get("medusa"), "config", None), "num_heads", None)
+    """The benchmarked variants. A draft that cannot build the tree's depth (Medusa: one level per head,
+    the root pass included) runs it at its deepest (source 'capped'); the others take it as given."""
+    given = PAPER_TREE if tree == "auto" else tree               # '<m>@auto' joins after the search
+    source = "paper" if given == PAPER_TREE else "given"
     variants = []
     for m in methods:
-        given = PAPER_TREE if tree == "auto" else tree           # '<m>@auto' joins after the search
-        source = "paper" if given == PAPER_TREE else "given"
+        limit = max_tree_depth(drafts.get(m))
         if m not in SPECULATIVE:
             variants.append(Variant(m, m))
-        elif m == "medusa" and heads is not None and given.depth > heads - 1:
-            variants.append(Variant(m, m, TreeConfig(given.total_tokens, heads - 1, given.top_k), "capped"))
+        elif limit is not None and given.depth > limit:
+            variants.append(Variant(m, m, TreeConfig(given.total_tokens, limit, given.top_k), "capped"))
         else:
             variants.append(Variant(m, m, given, source))
     return variants

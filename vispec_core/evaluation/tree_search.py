@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from ..decoding.decode import Clock, pick, prefill
+from ..decoding.decode import Clock, max_tree_depth, pick, prefill
 from ..decoding.tree import draft_tree
 
 VERIFY_SIZES = (1, 2, 4, 8, 12, 16, 24, 30, 48, 64)
@@ -143,12 +143,6 @@ class Calibration:
     extend_times: list[float] = field(default_factory=list)
 
 
-def max_draft_depth(draft) -> int | None:
-    """The deepest tree a draft can build: Medusa's heads give one level each (the root pass included)."""
-    config = getattr(draft, "config", None)
-    return config.num_heads - 1 if getattr(config, "kind", None) == "medusa" else None
-
-
 class _Recorder:
     """A TreeSession around a draft session that keeps every expand call's output and time, so the
     shallower trees of the same top_k replay them (`draft_tree` with depth d makes exactly the first d + 1
@@ -178,7 +172,7 @@ def calibrate(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks
     tree of every (depth, top_k). Draft time of (depth, top_k) = its expand calls + its own tree build.
     `follow[i]`: tokens prompt i's answer takes instead, as far as they go (what a real run emitted).
     Returns the Calibration, plus (cache, inputs) of the last prompt if keep_cache."""
-    limit = max_draft_depth(draft)
+    limit = max_tree_depth(draft)
     depths = sorted(d for d in depths if limit is None or d <= limit)
     cal = Calibration(max_new_tokens, max_total, target.eos_token_ids)
     clock = Clock(target.device)
@@ -290,7 +284,7 @@ def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_
     """Measure, estimate and rank every grid config for decoding at `temperature`; the result
     (JSON-ready) names the best as 'chosen' and carries the paper's 30/3/8 row for comparison (for a
     draft that cannot build it, Medusa with 3 heads, that tree at the draft's depth: 30/2/8)."""
-    limit = max_draft_depth(draft)
+    limit = max_tree_depth(draft)
     ref = PAPER_TREE if limit is None or PAPER_TREE.depth <= limit else replace(PAPER_TREE, depth=limit)
     grid_totals = sorted(set(totals) | {ref.total_tokens})
     grid_depths = sorted(set(depths) | {ref.depth})
