@@ -286,7 +286,9 @@ def test_instruction_tuning_refuses_bad_arguments_before_any_work(tmp_path, caps
     from vispec_core.training import default_vlm as build
     for argv, says in ((["train", "--init", str(tmp_path)], "adapter_config.json"),
                        (["train", "--fact-weight", "0"], "--fact-weight must be positive"),
-                       (["train", "--steps", "0"], "--steps must be positive")):
+                       (["train", "--steps", "0"], "--steps must be positive"),
+                       (["data", "--mix", "detail=1,brief"], "kind=count pairs"),
+                       (["data", "--mix", "detail=1,essay=2"], "kinds are detail, question, brief")):
         with pytest.raises(SystemExit):
             build.main(argv + ["--work", str(tmp_path / "work")])
         assert says in capsys.readouterr().err

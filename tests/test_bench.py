@@ -204,10 +204,11 @@ def test_speedup_is_paired_per_prompt():
     runs = paired(recs)
     assert sorted(runs[runs["method"] == "vispec"]["speedup"]) == [1.0, 2.0]
     row = summarise(recs).query("variant == 'vispec' and task == 'all'").iloc[0]
-    assert row["median_speedup"] == pytest.approx(1.5)          # median of paired ratios
-    assert row["median_speedup"] != pytest.approx(2.0 / 1.75)   # not a ratio of pooled means
-    assert row["speedup_q25"] == pytest.approx(1.25) and row["speedup_q75"] == pytest.approx(1.75)
-    assert row["median_decode_speedup"] == pytest.approx(1.5)
+    assert row["mean_speedup"] == pytest.approx(1.5)            # mean of paired ratios
+    assert row["mean_speedup"] != pytest.approx(2.0 / 1.75)     # not a ratio of pooled means
+    assert row["median_speedup"] == pytest.approx(1.5)
+    assert row["mean_speedup_lo"] == pytest.approx(1.0) and row["mean_speedup_hi"] == pytest.approx(2.0)
+    assert row["mean_decode_speedup"] == pytest.approx(1.5)
     assert np.isnan(row["median_repetition_4"])                # no token ids recorded: unknown, not 0
     recs[1]["tokens"] = [7, 8, 9, 10] * 3                       # a loop: 5 of its 9 4-grams repeat an earlier one
     recs[3]["tokens"] = list(range(12))
@@ -221,14 +222,15 @@ def test_report_tables_and_figure(bench_file, tmp_path):
     assert csv in written and (tmp_path / "tables" / f"{bench_file.stem}_summary.md").is_file()
     assert (tmp_path / "figures" / f"{bench_file.stem}_length_vs_speedup.png").stat().st_size > 1000
     df = pd.read_csv(csv)
-    for col in ("variant", "task", "temperature", "median_tau", "median_speedup", "speedup_q25", "speedup_q75",
-                "median_decode_speedup", "tokens_per_s", "prompts"):
+    for col in ("variant", "task", "temperature", "mean_tau", "mean_tau_lo", "mean_tau_hi", "mean_speedup",
+                "mean_speedup_lo", "mean_speedup_hi", "median_speedup", "mean_decode_speedup", "tokens_per_s", "prompts"):
         assert col in df.columns
     assert len(df) == 7 * 3 * 2                           # variants x (2 tasks + all) x temperatures
     assert set(df["task"]) == {"text", "caption", "all"}
-    for col in ("median_tau", "median_speedup", "median_decode_speedup", "tokens_per_s"):
+    for col in ("mean_tau", "mean_speedup", "mean_speedup_lo", "mean_speedup_hi", "mean_decode_speedup", "tokens_per_s"):
         assert np.isfinite(df[col]).all()
-    assert (df[df["variant"] == "vanilla"]["median_speedup"] == 1.0).all()
+    assert (df["mean_speedup_lo"] <= df["mean_speedup"] + 1e-12).all() and (df["mean_speedup"] <= df["mean_speedup_hi"] + 1e-12).all()
+    assert (df[df["variant"] == "vanilla"]["mean_speedup"] == 1.0).all()
 
 
 @pytest.mark.parametrize("family", ["llava_next", "qwen2_5_vl"])

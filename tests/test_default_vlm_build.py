@@ -36,6 +36,15 @@ def test_conversations_take_the_loss_on_the_answers_only(work):
     assert not {"the", "is", "a", "image", "background", "."} & set(facts)
 
 
+def test_the_mix_sets_the_samples_of_each_kind_per_conversation(tmp_path):
+    sources = build.training_sources(2, 0)
+    _, tokenizer = dv.load_language_model(dtype=torch.float32)
+    build.write_conversations(sources, tokenizer, tmp_path / "c.jsonl", mix={"detail": 1, "brief": 4})
+    for line in (tmp_path / "c.jsonl").read_text().splitlines():
+        kinds = json.loads(line)["kinds"]
+        assert kinds.count("detail") <= 1 and "question" not in kinds and 3 <= kinds.count("brief") <= 4
+
+
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, work):
     import shutil
     for name in ("a", "b"):

@@ -60,6 +60,10 @@ def check_paper_tables(results):
     assert set(verdicts["paper_passes"]) <= {"yes", "n/a (not transcribed)"}
     versus = pd.read_csv(results / "tables" / "main_vs_paper.csv")
     assert set(versus["method"]) == {"medusa", "eagle2", "vispec"} and set(versus["temperature"]) == {0.0, 1.0}
+    for col in ("tau", "speedup"):                                      # the bootstrap intervals hold the means
+        assert (versus[f"{col}_lo"] <= versus[col] + 1e-9).all() and (versus[col] <= versus[f"{col}_hi"] + 1e-9).all()
+    assert versus[versus["temperature"] == 0]["same_as_vanilla"].between(0, 1).all()
+    assert versus["vanilla_repetition_4"].between(0, 1).all()
     assert set(versus["task"]) == {"caption", "vqa", "text", "all"}
     assert versus["tau"].between(0, 3).all() and (versus["speedup"] > 0).all()
     caption = versus[(versus["task"] == "caption") & (versus["method"] == "vispec") & (versus["temperature"] == 0)]
@@ -138,7 +142,7 @@ EXPECTED = {
         {},
         {"paper_main_table.csv": ["model", "temperature", "method", "task", "tau", "speedup"],
          "prefill.csv": ["task", "vanilla_prefill_s", "vispec_prefill_s", "prefill_ratio"],
-         "verdicts.csv": ["claim", "paper", "rule", "measured", "verdict", "why", "paper_passes"]},
+         "verdicts.csv": ["claim", "paper", "rule", "measured", "verdict", "holds_in_resamples", "why", "paper_passes"]},
         ["bench_main_length_vs_speedup.png"],
         check_paper_tables,
     ),
@@ -168,6 +172,9 @@ def test_notebook_smoke_run(name, tmp_path):
         assert (tmp_path / "results" / "tables" / table.replace(".csv", ".md")).is_file()
     for fig in figures:
         assert (tmp_path / "results" / "figures" / fig).stat().st_size > 1000
+    if figures:                                         # shown in the notebook, not only saved
+        executed = json.loads((tmp_path / f"{name}.ipynb").read_text())
+        assert any("image/png" in o.get("data", {}) for c in executed["cells"] for o in c.get("outputs", [])), name
     assert any((tmp_path / "results" / "raw").glob("*.jsonl"))
     check(tmp_path / "results")
 

@@ -218,8 +218,8 @@ def test_bench_args_are_the_command_lines():
 
 def test_ablation_table_reads_the_right_method():
     def summary(method, tau):
-        return pd.DataFrame([dict(variant=method, method=method, temperature=0.0, task=t, median_tau=tau,
-                                  median_speedup=1.0) for t in ("caption", "vqa", "text")])
+        return pd.DataFrame([dict(variant=method, method=method, temperature=0.0, task=t, mean_tau=tau,
+                                  mean_speedup=1.0) for t in ("caption", "vqa", "text")])
     plan = training_plan()
     rows = ablation_rows(plan)["table2"]
     main = pd.concat([summary("eagle2", 0.5), summary("vispec", 2.0)])

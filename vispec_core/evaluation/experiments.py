@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..drafts import shipped_root
+from . import stats
 from .bench import BenchConfig
 from ..training.plan import DraftRun
 
@@ -21,7 +22,8 @@ def bench_args(target: str, out, methods=("vanilla", "medusa", "eagle2", "vispec
 
 
 def ablation_table(rows: dict[str, str], summaries: dict, plan: list[DraftRun], tasks) -> "pd.DataFrame":
-    """{row label: run name} + {run name: report summary} -> label, task, tau, speedup at T=0 on `tasks`
+    """{row label: run name} + {run name: summary (report.summarise, or stats.task_means of a resample)}
+    -> label, task, mean tau, mean speedup at T=0 on `tasks`
     (the EAGLE-2 baseline row reads the eagle2 method, every other row vispec); runs not measured are left out."""
     import pandas as pd
 
@@ -33,9 +35,17 @@ def ablation_table(rows: dict[str, str], summaries: dict, plan: list[DraftRun], 
             continue
         s = s[(s["method"] == kinds[name]) & (s["variant"] == kinds[name]) & (s["temperature"] == 0)
               & s["task"].isin(list(tasks))]
-        out += [{"label": label, "run": name, "task": r["task"], "tau": r["median_tau"], "speedup": r["median_speedup"]}
+        out += [{"label": label, "run": name, "task": r["task"], "tau": r["mean_tau"], "speedup": r["mean_speedup"]}
                 for _, r in s.iterrows()]
     return pd.DataFrame(out, columns=["label", "run", "task", "tau", "speedup"])
+
+
+def ablation_resamples(rows: dict[str, str], runs: dict, plan: list[DraftRun], tasks, n: int = stats.N_RESAMPLES,
+                       seed: int = 0) -> list["pd.DataFrame"]:
+    """`ablation_table` on `n` paired bootstrap resamples of the runs ({run name: report.paired frame}):
+    the benchmarks share their prompts, so each resample draws the same prompts in every file."""
+    means = {name: stats.replicates(r, n, seed) for name, r in runs.items()}
+    return [ablation_table(rows, {name: m[i] for name, m in means.items()}, plan, tasks) for i in range(n)]
 
 
 def family_of(target_spec: str) -> str:

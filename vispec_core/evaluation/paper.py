@@ -1,11 +1,13 @@
 """The paper's own numbers (transcribed in data/paper/, see its README) beside ours, and one explicit
-rule per claim that turns measured numbers into a verdict: reproduced / not reproduced / not
-measurable here. A rule never looks at the paper's numbers to decide; the paper's numbers pass every
-rule (tests/test_paper.py), so each rule states what the paper shows, not a looser wish.
+rule per claim that turns measured numbers into a verdict: reproduced / not reproduced /
+inconclusive / not measurable here. A rule never looks at the paper's numbers to decide; the paper's
+numbers pass every rule (tests/test_paper.py), so each rule states what the paper shows, not a looser
+wish. Measured numbers carry noise: the rule is applied to every bootstrap resample of the prompts as
+well, and `stats.decide` turns the share of resamples where it holds into the verdict.
 
-Measured numbers come in one long format, `measured_frame(summary)` of `report.summarise`:
-method (medusa | eagle2 | vispec), task, temperature, tau, speedup, new_tokens; task 'all' is the
-average row (the paper's 'Avg').
+Measured numbers come in one long format, `measured_frame(summary)` of `report.summarise` (or of
+`stats.task_means` of a resample): method (medusa | eagle2 | vispec), task, temperature, tau, speedup,
+new_tokens, each a mean over the prompts; task 'all' is the mean of the task means (the paper's 'Avg').
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..assets import data_root
+from . import stats
 
 PAPER_TASKS = ("SQA", "MM-Vet", "TextVQA", "MME", "COCO Caps", "VizWiz", "GQA", "SEED-Bench")
 PAPER_MODELS = ("LLaVA-1.6-7B", "LLaVA-1.6-13B", "Qwen2.5-VL-3B", "Qwen2.5-VL-7B")
@@ -26,7 +29,8 @@ ANALOGUE = {"caption": "COCO Caps", "vqa": "GQA", "ocr": "TextVQA", "photo": "MM
 ABLATION_TASKS = ("caption", "vqa", "photo")        # stand-ins for Tables 1-2's COCO Captions, GQA, MME
 TABLE2_STEPS = ("baseline", "+image embedding compression", "+global visual injection", "+dataset generation")
 
-REPRODUCED, NOT_REPRODUCED, NOT_MEASURABLE = "reproduced", "not reproduced", "not measurable here"
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = stats.REPRODUCED, stats.NOT_REPRODUCED, stats.INCONCLUSIVE
+NOT_MEASURABLE = "not measurable here"
 
 
 # -- the transcribed tables ------------------------------------------------------------------------
@@ -75,21 +79,35 @@ def paper_frame(model: str = "LLaVA-1.6-7B") -> pd.DataFrame:
 
 # -- our numbers in the same shape ---------------------------------------------------------------------
 def measured_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """report.summarise(...) -> method, task, temperature, tau, speedup, new_tokens (paper-tree drafts only)."""
+    """report.summarise(...) or stats.task_means(...) -> method, task, temperature, tau, speedup, new_tokens
+    (means over prompts; paper-tree drafts only), and where the summary has them: prompts, the 95%
+    intervals (tau_lo, tau_hi, speedup_lo, speedup_hi), same_as_vanilla, and vanilla's median 4-gram
+    repetition on the same task and temperature (loops flatter every draft)."""
     s = summary[summary["method"].isin(METHODS) & (summary["variant"] == summary["method"])]
-    return pd.DataFrame({"method": s["method"], "task": s["task"], "temperature": s["temperature"].astype(float),
-                         "tau": s["median_tau"], "speedup": s["median_speedup"],
-                         "new_tokens": s["mean_new_tokens"]}).reset_index(drop=True)
+    out = pd.DataFrame({"method": s["method"], "task": s["task"], "temperature": s["temperature"].astype(float),
+                        "tau": s["mean_tau"], "speedup": s["mean_speedup"], "new_tokens": s["mean_new_tokens"]})
+    for ours, theirs in (("prompts", "prompts"), ("tau_lo", "mean_tau_lo"), ("tau_hi", "mean_tau_hi"),
+                         ("speedup_lo", "mean_speedup_lo"), ("speedup_hi", "mean_speedup_hi"),
+                         ("same_as_vanilla", "same_as_vanilla")):
+        if theirs in s.columns:
+            out[ours] = s[theirs]
+    if "median_repetition_4" in summary.columns:
+        v = summary[summary["method"] == "vanilla"].set_index(["task", "temperature"])["median_repetition_4"]
+        out["vanilla_repetition_4"] = [v.get((k, t), np.nan) for k, t in zip(s["task"], s["temperature"])]
+    return out.reset_index(drop=True)
 
 
 def side_by_side(measured: pd.DataFrame, model: str = "LLaVA-1.6-7B") -> pd.DataFrame:
-    """Our tau/speedup per method, task, temperature beside the paper's on the analogous benchmark."""
+    """Our tau/speedup per method, task, temperature (with their intervals and exactness where measured)
+    beside the paper's on the analogous benchmark."""
     paper = paper_frame(model).rename(columns={"task": "paper_task", "tau": "paper_tau", "speedup": "paper_speedup"})
     m = measured.copy()
     m["paper_task"] = m["task"].map(ANALOGUE).fillna("-").replace({"all": "Avg"})
     paper["paper_task"] = paper["paper_task"].replace({"all": "Avg"})
     out = m.merge(paper, on=["method", "temperature", "paper_task"], how="left")
-    cols = ["temperature", "method", "task", "tau", "speedup", "paper_task", "paper_tau", "paper_speedup"]
+    cols = [c for c in ("temperature", "method", "task", "prompts", "tau", "tau_lo", "tau_hi", "speedup", "speedup_lo",
+                        "speedup_hi", "paper_task", "paper_tau", "paper_speedup", "same_as_vanilla", "vanilla_repetition_4")
+            if c in out.columns]
     order = {k: i for i, k in enumerate(METHODS)}
     return out[cols].sort_values(["temperature", "task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
                                  kind="stable").reset_index(drop=True)
@@ -206,11 +224,14 @@ def _steps_rise(col):
 
 
 def _length_trend(df):
-    g = df[(df["method"] == "vispec") & (df["task"] != "all")].dropna(subset=["new_tokens", "speedup"])
-    if len(g) < 3 or g["new_tokens"].nunique() < 2:
-        raise LookupError("need at least 3 tasks with different lengths")
-    slope = np.polyfit(g["new_tokens"].astype(float), g["speedup"].astype(float), 1)[0]
-    return f"slope {slope * 100:+.3f}x per 100 tokens over {len(g)} task x temperature points", slope > 0
+    slopes = {}
+    for t in _temps(df):            # one line per temperature: sampling changes both length and speedup
+        g = df[(df["method"] == "vispec") & (df["task"] != "all") & (df["temperature"] == t)].dropna(
+            subset=["new_tokens", "speedup"])
+        if len(g) < 3 or g["new_tokens"].nunique() < 2:
+            raise LookupError(f"need at least 3 tasks with different lengths at T={t:g}")
+        slopes[t] = np.polyfit(g["new_tokens"].astype(float), g["speedup"].astype(float), 1)[0]
+    return ", ".join(f"T={t:g}: {b * 100:+.3f}x per 100 tokens" for t, b in slopes.items()), all(b > 0 for b in slopes.values())
 
 
 def _prefill_unchanged(df):
@@ -253,7 +274,8 @@ CLAIMS = (
     Claim("ablation_steps_raise_speedup", "Table 2: each component raises the speedup (+30%, +7%, +30%)",
           "mean speedup over the tasks rises at every step", "table2", _steps_rise("speedup")),
     Claim("longer_outputs_faster", "Longer outputs give higher speedups (output length vs speedup)",
-          "least-squares slope of ViSpec's task-mean speedup on task-mean output length > 0", "length", _length_trend),
+          "least-squares slope of ViSpec's task-mean speedup on task-mean output length > 0, fitted per temperature, "
+          "at every temperature", "length", _length_trend),
     Claim("prefill_unchanged", "The vision adaptor leaves prefill latency unchanged (within noise)",
           "median per-prompt ViSpec/vanilla prefill time within 1 +- 0.10", "prefill", _prefill_unchanged),
     Claim("high_resolution_tau", "Table 3: on high-resolution images ViSpec keeps a high tau where EAGLE-2's collapses",
@@ -263,19 +285,25 @@ CLAIMS = (
 )
 
 
-def verdicts(inputs: dict[str, pd.DataFrame | None], trained: bool | dict = True) -> pd.DataFrame:
-    """One row per claim: the rule, the measured value and the verdict.
+def verdicts(inputs: dict[str, pd.DataFrame | None], trained: bool | dict = True,
+             resamples: dict[str, list[pd.DataFrame]] | None = None) -> pd.DataFrame:
+    """One row per claim: the rule, the measured value, the verdict and, where the input has resamples,
+    the share of them in which the rule held (`holds_in_resamples`, e.g. "98.7% of 1000"; "-" without).
 
     inputs: {'main': measured_frame, 'table1': compressed_tokens/task/tau/speedup, 'table2':
     components/task/tau/speedup, 'length': measured_frame, 'prefill': frame with prefill_ratio};
-    a missing or None input makes its claims "not measurable here". trained: whether the drafts
-    behind each input were trained (bool for all, or {input: bool}); untrained (random) drafts make
-    every claim not measurable: their numbers exercise the pipeline, they test nothing."""
+    a missing or None input makes its claims "not measurable here". resamples: the same frames
+    computed on bootstrap resamples of the prompts ({input: [frame, ...]}); with them the verdict is
+    `stats.decide`'s (reproduced / not reproduced / inconclusive), without them (the paper's own
+    numbers) the rule's on the figures alone. trained: whether the drafts behind each input were
+    trained (bool for all, or {input: bool}); untrained (random) drafts make every claim not
+    measurable: their numbers exercise the pipeline, they test nothing."""
     rows = []
     for c in CLAIMS:
         ok_trained = trained.get(c.table, False) if isinstance(trained, dict) else trained
         df = inputs.get(c.table)
-        value, verdict, why = "", NOT_MEASURABLE, ""
+        reps = (resamples or {}).get(c.table) or []
+        value, verdict, why, share = "", NOT_MEASURABLE, "", "-"
         if df is None or len(df) == 0:
             why = f"no measurements for {c.table}"
         else:
@@ -284,13 +312,23 @@ def verdicts(inputs: dict[str, pd.DataFrame | None], trained: bool | dict = True
             except LookupError as e:
                 why = f"incomplete measurements: {e}"
             else:
-                if ok_trained:
-                    verdict = REPRODUCED if passed else NOT_REPRODUCED
-                else:
+                if not ok_trained:
                     why = "drafts are untrained (random): the rule ran on pipeline-test numbers"
+                elif reps:
+                    holds = [_holds(c, r) for r in reps]
+                    share, verdict = f"{np.mean(holds):.1%} of {len(holds)}", stats.decide(holds)
+                else:
+                    verdict = REPRODUCED if passed else NOT_REPRODUCED
         rows.append({"claim": c.name, "paper": c.paper, "rule": c.rule, "measured": value, "verdict": verdict,
-                     "why": why})
+                     "holds_in_resamples": share, "why": why})
     return pd.DataFrame(rows)
+
+
+def _holds(claim: Claim, frame: pd.DataFrame) -> bool:
+    try:
+        return bool(claim.check(frame)[1])
+    except LookupError:          # a resample that lost what the rule compares: the rule did not hold there
+        return False
 
 
 def paper_inputs(model: str = "LLaVA-1.6-7B") -> dict[str, pd.DataFrame]:

@@ -5,8 +5,9 @@
 Speedup is paired per prompt: vanilla's time per token / the method's time per token on the same
 (task, prompt, temperature), wall time from prompt preparation to the last token (decode speedup:
 the same with the time after the first token only, what the tree search predicts). tau is the mean
-number of accepted draft tokens per cycle (bonus token not counted), one value per run; tables give
-medians over prompts, the speedup's interquartile range, and tokens/s.
+number of accepted draft tokens per cycle (bonus token not counted), one value per run. Tables give
+means over prompts with 95% bootstrap intervals (`stats`; the task 'all' is the mean of the task
+means, as the paper's 'Avg'), the median speedup and tokens/s.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import stats
 from .records import read_records
 from .textstats import repetition
 from .tree_search import ceiling, tau_needed
@@ -53,27 +55,24 @@ def paired(records: list[dict]) -> pd.DataFrame:
     return runs
 
 
-def _summary_row(g: pd.DataFrame) -> dict:
-    s = g["speedup"].dropna()
-    exact = g["same_as_vanilla"].dropna()
-    return {"prompts": len(g), "median_tau": g["tau"].median(), "median_speedup": s.median() if len(s) else np.nan,
-            "speedup_q25": s.quantile(0.25) if len(s) else np.nan, "speedup_q75": s.quantile(0.75) if len(s) else np.nan,
-            "median_decode_speedup": g["decode_speedup"].median() if g["decode_speedup"].notna().any() else np.nan,
-            "tokens_per_s": g["tokens_per_s"].median(), "mean_new_tokens": g["new_tokens"].mean(),
-            "median_repetition_4": g["repetition_4"].median(), "same_as_vanilla": exact.astype(float).mean() if len(exact) else np.nan}
+def _extras(g: pd.DataFrame) -> dict:
+    s, exact = g["speedup"].dropna(), g["same_as_vanilla"].dropna()
+    return {"median_speedup": s.median() if len(s) else np.nan, "tokens_per_s": g["tokens_per_s"].median(),
+            "median_repetition_4": g["repetition_4"].median(),
+            "same_as_vanilla": exact.astype(float).mean() if len(exact) else np.nan}
 
 
-def summarise(records: list[dict]) -> pd.DataFrame:
-    """Per variant, task (and 'all') and temperature: median tau, median paired speedup with IQR, tokens/s."""
+def summarise(records: list[dict], n_resamples: int = stats.N_RESAMPLES, seed: int = 0) -> pd.DataFrame:
+    """Per variant, task and temperature (and the task 'all', the mean of the task means, as the paper's
+    'Avg'): the means of tau and of the paired speedup over the prompts with their 95% bootstrap
+    intervals (`stats`), the median speedup, tokens/s, repetition and exactness."""
     runs = paired(records)
-    rows = []
-    for (variant, t), g in runs.groupby(["variant", "temperature"], sort=False):
-        head = {"variant": variant, "method": g["method"].iloc[0], "tree": g["tree"].iloc[0], "temperature": t}
-        for task, gt in g.groupby("task", sort=False):
-            rows.append({**head, "task": task, **_summary_row(gt)})
-        rows.append({**head, "task": "all", **_summary_row(g)})
+    table = stats.with_intervals(runs, n_resamples, seed)
+    extras = [{"variant": v, "temperature": t, "task": task, **_extras(g)}
+              for (v, t), gv in runs.groupby(["variant", "temperature"], sort=False)
+              for task, g in [*gv.groupby("task", sort=False), ("all", gv)]]
+    df = table.merge(pd.DataFrame(extras), on=["variant", "temperature", "task"], how="left")
     order = {m: i for i, m in enumerate(["vanilla", "hf", "hf_prompt_lookup", "prompt_lookup", "medusa", "eagle2", "vispec"])}
-    df = pd.DataFrame(rows)
     df["_m"] = df["method"].map(order)
     return df.sort_values(["temperature", "task", "_m", "variant"], kind="stable").drop(columns="_m").reset_index(drop=True)
 
@@ -101,20 +100,18 @@ def tree_table(records: list[dict], summary: pd.DataFrame, wanted: float = WANTE
                              "ceiling_speedup": ceiling(c, r["vanilla_token_s"]),
                              f"tau_for_{wanted:g}x": tau_needed(c, r["vanilla_token_s"], wanted),
                              "temperature": None if row is None else row["temperature"],
-                             "measured_tau": np.nan if row is None else row["median_tau"],
-                             "measured_speedup": np.nan if row is None else row["median_speedup"],
-                             "measured_decode_speedup": np.nan if row is None else row["median_decode_speedup"]})
+                             "measured_tau": np.nan if row is None else row["mean_tau"],
+                             "measured_speedup": np.nan if row is None else row["mean_speedup"],
+                             "measured_decode_speedup": np.nan if row is None else row["mean_decode_speedup"]})
     return pd.DataFrame(rows)
 
 
 def plot_length_vs_speedup(runs: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # no pyplot: a notebook's inline backend stays as it is
 
     spec = runs[(runs["method"] != "vanilla") & runs["speedup"].notna()]
-    fig, axes = plt.subplots(1, max(spec["temperature"].nunique(), 1), figsize=(6 * max(spec["temperature"].nunique(), 1), 4.2),
-                             squeeze=False)
+    fig = Figure(figsize=(6 * max(spec["temperature"].nunique(), 1), 4.2))
+    axes = fig.subplots(1, max(spec["temperature"].nunique(), 1), squeeze=False)
     colors = {v: f"C{i}" for i, v in enumerate(dict.fromkeys(spec["variant"]))}   # same colour in every panel
     for ax, (t, g) in zip(axes[0], spec.groupby("temperature")):
         for variant, gv in g.groupby("variant", sort=False):
@@ -128,18 +125,16 @@ def plot_length_vs_speedup(runs: pd.DataFrame, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_verify_cost(records: list[dict], path: Path) -> bool:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     searches = [r for r in records if r.get("type") == "tree_search"]
     if not searches:
         return False
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     for i, r in enumerate(searches):     # the target's cost, measured once per draft's search: repeats show noise
         curve = {int(n): s for n, s in r["verify_curve_s"].items()}
         ns = sorted(curve)
@@ -154,7 +149,6 @@ def plot_verify_cost(records: list[dict], path: Path) -> bool:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return True
 
 

@@ -106,9 +106,10 @@ def conversation_ids(tokenizer, turns: list[tuple[str, str]]) -> tuple[list[int]
     return ids, spans, facts
 
 
-def write_conversations(sources, tokenizer, path: Path, seed: int = 0) -> dict:
-    """The checked samples, grouped per image into conversations (JSONL); returns the writer's report."""
-    samples, report = instructions.instruction_samples(sources, seed=seed)
+def write_conversations(sources, tokenizer, path: Path, seed: int = 0, mix: dict | None = None) -> dict:
+    """The checked samples (`mix`: how many of each kind per image), grouped per image into
+    conversations (JSONL); returns the writer's report."""
+    samples, report = instructions.instruction_samples(sources, seed=seed, mix=mix)
     rng = random.Random(seed)
     by_key: dict[str, list[dict]] = {}
     for s in samples:
@@ -319,8 +320,16 @@ def main(argv=None) -> int:
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
     p.add_argument("--fact-weight", type=float, default=1.0, help="loss weight of the answer tokens that state a fact")
     p.add_argument("--init", type=Path, default=None, help="a new run starts from this export's adapters and projector")
+    p.add_argument("--mix", default="detail=1,question=1,brief=1",
+                   help="samples of each kind per image in a conversation, e.g. detail=1,question=1,brief=6")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    try:
+        mix = {k: int(v) for k, v in (part.split("=") for part in a.mix.split(","))}
+    except ValueError:
+        p.error(f"--mix {a.mix!r}: write kind=count pairs separated by commas, e.g. detail=1,question=1,brief=6")
+    if set(mix) - set(instructions.KINDS) or any(v < 0 for v in mix.values()) or not any(mix.values()):
+        p.error(f"--mix {a.mix!r}: kinds are {', '.join(instructions.KINDS)}, counts >= 0, at least one above 0")
     for name in ("scenes", "evqa", "steps", "batch"):
         if getattr(a, name) < (1 if name in ("steps", "batch") else 0):
             p.error(f"--{name} must be positive, got {getattr(a, name)}")
@@ -337,7 +346,7 @@ def main(argv=None) -> int:
         extract_features(dv.load_encoder(), [k for k, _ in sources], work / "features")
     if a.stage in ("data", "all"):
         _, tokenizer = dv.load_language_model(dtype=torch.float32)
-        report = write_conversations(sources, tokenizer, work / "conversations.jsonl", a.seed)
+        report = write_conversations(sources, tokenizer, work / "conversations.jsonl", a.seed, mix)
         (work / "data_report.json").write_text(json.dumps(report, indent=1))
         print(json.dumps(report))
     if a.stage in ("train", "all"):
