@@ -333,3 +333,17 @@ def test_draft_config_round_trips_through_auto_classes(tmp_path):
     model = AutoModel.from_pretrained(tmp_path)
     assert isinstance(model, ViSpecDraft)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in draft.state_dict().items())
+
+
+def test_the_adaptors_attention_is_what_its_forward_uses():
+    """Queries + o_proj(attention @ values), then the MLP, gives the adaptor's output: the weights a
+    notebook draws are the ones that make the compressed tokens and g."""
+    target = tiny_target("llava_next")
+    draft = load_draft("random:vispec", target=target, num_compressed=4).float()
+    a = draft.adaptor
+    v = torch.randn(50, draft.config.hidden_size)
+    w = a.attention(v)
+    assert w.shape == (a.num_heads, 5, 50) and torch.allclose(w.sum(-1), torch.ones(a.num_heads, 5))
+    values = a._heads(a.v_proj(a.image_norm(v)))
+    x = a.queries + a.o_proj((w @ values).transpose(0, 1).reshape(5, -1))
+    torch.testing.assert_close(x + a.mlp(a.mlp_norm(x)), a(v), rtol=1e-5, atol=1e-5)

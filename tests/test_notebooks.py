@@ -88,6 +88,34 @@ def check_length(results):
         assert math.isfinite(r["slope_per_100_tokens"]) == (lengths.nunique() > 1)
 
 
+def check_draft_annotated(results):
+    steps = pd.read_csv(results / "tables" / "vispec_draft_steps.csv")
+    assert list(steps["step"]) == [0, 1] and steps["top1_agrees_with_target"].between(0, 1).all()
+    parts = {r["part"]: r for r in read_jsonl(results / "raw" / "vispec_draft_annotated.jsonl")}
+    adaptor, layout = parts["adaptor"], parts["layout"]
+    assert len(adaptor["attention_entropy"]) == adaptor["queries"]
+    assert all(0 < h <= math.log(adaptor["image_tokens"]) + 1e-6 for h in adaptor["attention_entropy"])
+    # the image's pairs are replaced by the compressed tokens (all queries but g's)
+    assert layout["draft_rows"] == layout["target_positions"] - 1 - adaptor["image_tokens"] + adaptor["queries"] - 1
+
+
+def check_step_by_step(results):
+    nodes = pd.read_csv(results / "tables" / "speculative_cycle_tree.csv")
+    assert len(nodes) == 30 and (nodes["parent"] == -1).sum() == 1 and nodes["depth"].max() <= 4
+    assert (nodes["parent"].iloc[1:] < nodes["node"].iloc[1:]).all()            # parents first
+    path = nodes[nodes["accepted"]]
+    assert path["node"].iloc[0] == 0 and list(path["depth"]) == list(range(len(path)))
+    assert all(p in set(path["node"]) for p in path["parent"].iloc[1:])           # one root-to-node path
+    records = read_jsonl(results / "raw" / "speculative_step_by_step.jsonl")
+    exact = [r for r in records if r["check"] == "exact_T0"]
+    assert len(exact) == 2 and all(r["same_tokens"] for r in exact)
+    sampling = [r for r in records if r["check"] == "sampling_T1"]
+    assert [r["new_token"] for r in sampling] == [2, 3] and all(r["samples_each"] == 40 for r in sampling)
+    cost = pd.read_csv(results / "tables" / "tau_to_speedup.csv").iloc[0]
+    assert bool(cost["same_tokens"]) and cost["bound_1_plus_tau"] == pytest.approx(1 + cost["tau"])
+    assert 0 < cost["predicted_speedup"] <= cost["bound_1_plus_tau"] * cost["t_step_ms"] / cost["t_verify_ms"] + 1e-9
+
+
 # notebook -> (extra smoke parameters, tables it must write with their required columns, figures, check)
 def check_default_target(results):
     checks = pd.read_csv(results / "tables" / "default_vlm_checks.csv").set_index("check")
@@ -145,6 +173,19 @@ EXPECTED = {
          "verdicts.csv": ["claim", "paper", "rule", "measured", "verdict", "holds_in_resamples", "why", "paper_passes"]},
         ["bench_main_length_vs_speedup.png"],
         check_paper_tables,
+    ),
+    "06_vispec_draft_annotated": (
+        {},
+        {"vispec_draft_steps.csv": ["step", "reads", "cross_entropy", "top1_agrees_with_target"]},
+        ["vispec_adaptor_attention.png", "vispec_unroll_mask.png"],
+        check_draft_annotated,
+    ),
+    "07_speculative_decoding_step_by_step": (
+        {},
+        {"speculative_cycle_tree.csv": ["node", "token", "parent", "depth", "cumulative_log_prob", "accepted"],
+         "tau_to_speedup.csv": ["tau", "bound_1_plus_tau", "t_draft_ms", "t_verify_ms", "predicted_speedup"]},
+        ["speculative_cycle_tree.png", "speculative_sampling_histograms.png", "tau_to_speedup.png"],
+        check_step_by_step,
     ),
     "05_length_vs_speedup": (
         {},

@@ -50,14 +50,24 @@ class VisionAdaptor(nn.Module):
     def init_draft_weights(self, init, std: float) -> None:
         init.normal_(self.queries, mean=0.0, std=std)
 
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:           # [n, D] -> [H, n, D / H]
+        return x.view(x.shape[0], self.num_heads, -1).transpose(0, 1)
+
     def forward(self, v: torch.Tensor) -> torch.Tensor:          # v: [r, D] -> [nq, D]
         nq, d = self.queries.shape
-        heads = lambda x: x.view(x.shape[0], self.num_heads, -1).transpose(0, 1)   # noqa: E731
         v = self.image_norm(v.to(self.queries.dtype))
-        q = heads(self.q_proj(self.query_norm(self.queries)))
-        o = F.scaled_dot_product_attention(q, heads(self.k_proj(v)), heads(self.v_proj(v)))  # [H, nq, hd]
+        q = self._heads(self.q_proj(self.query_norm(self.queries)))
+        o = F.scaled_dot_product_attention(q, self._heads(self.k_proj(v)), self._heads(self.v_proj(v)))  # [H, nq, hd]
         x = self.queries + self.o_proj(o.transpose(0, 1).reshape(nq, d))
         return x + self.mlp(self.mlp_norm(x))
+
+    def attention(self, v: torch.Tensor) -> torch.Tensor:
+        """Where each query looks: its attention weights over the image's embeddings, [H, nq, r]
+        (each row sums to 1), as `forward` uses them."""
+        v = self.image_norm(v.to(self.queries.dtype))
+        q = self._heads(self.q_proj(self.query_norm(self.queries)))
+        k = self._heads(self.k_proj(v))
+        return torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
 
 
 class GlobalInjection(nn.Module):
