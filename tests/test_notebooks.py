@@ -29,7 +29,8 @@ def check_synthesis(results):
     compare = pd.read_csv(results / "tables" / "synth_sampled_vs_greedy.csv").set_index("set")
     assert compare.loc["sampled", "temperature"] == 1 and compare.loc["greedy", "temperature"] == 0
     assert (compare["answers"] == 8).all() and compare["mean_tokens"].between(1, 48).all()
-    for col in ("distinct_1", "distinct_2", "repetition_4", "ended_with_eos", "hit_cap", "corpus_distinct_2"):
+    for col in ("distinct_1", "distinct_2", "repetition_4", "ended_with_eos", "hit_cap", "corpus_distinct_2",
+                "grounded", "with_false_claim"):
         assert compare[col].between(0, 1).all(), col
     # the same prompts: greedy answers on the tiny target loop, sampled ones do not (seeded, deterministic)
     assert compare.loc["greedy", "distinct_2"] < compare.loc["sampled", "distinct_2"]
