@@ -3,8 +3,9 @@
 Each figure of a table is a mean over the prompts of a task, per variant and temperature; the task
 'all' is the mean of the tasks' means, as the paper's 'Avg' is. Its 95% interval comes from drawing
 each task's prompts again with replacement, `N_RESAMPLES` times. The draw depends only on the task,
-the temperature and the prompts' ids, so every method (and every benchmark file over the same prompts)
-is drawn alike: a difference between two methods keeps its pairing by prompt.
+the temperature and the number of its prompts (taken in the order of their ids), so every method, and
+every benchmark file over the same prompts, is drawn alike: a difference between two methods keeps its
+pairing by prompt.
 
 A claim's rule is applied to the measured figures and to each resample: "reproduced" where it holds in
 at least 97.5% of the resamples (the one-sided 95% interval of what it compares lies on the claim's
