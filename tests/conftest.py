@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"     # the notebook kernels a worker starts: one core each, as the workers
@@ -24,6 +26,15 @@ def photos():
 
 
 _targets = {}
+
+
+def script_module(name: str):
+    """scripts/<name>.py imported as a module, so its functions can be tested."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_target(family: str):

@@ -1,21 +1,16 @@
 """scripts/gpu_check.py at its CPU self-test shape (--small), so the GPU script cannot rot."""
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+from conftest import script_module
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("gpu_check")
 
 
 def test_small_run_measures_every_phase(gpu_check, tmp_path):

@@ -1,20 +1,14 @@
 """scripts/probe_binding.py's parts: the cell under an object, and the probe's test accuracy, on cases
 whose answer is known."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "probe_binding.py"
+from conftest import script_module
 
 
 @pytest.fixture(scope="module")
 def probe_binding():
-    spec = importlib.util.spec_from_file_location("probe_binding", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module("probe_binding")
 
 
 def test_the_cell_an_object_covers_most(probe_binding):
