@@ -14,7 +14,7 @@ from vispec_core.cpu.packed import can_pack
 from vispec_core.data.tasks import TASKS, parse_tasks, task_prompts
 from vispec_core.decoding.decode import decode_speculative, decode_vanilla
 from vispec_core.drafts.session import TreeSession
-from vispec_core.evaluation.bench import hf_generate, parse_methods, parse_temperatures
+from vispec_core.evaluation.bench import hf_generate, parse_methods, parse_temperatures, read_records
 from vispec_core.evaluation.report import paired, summarise, write_report
 from vispec_core.evaluation.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_tau, parse_tree, search_tree
 
@@ -100,6 +100,24 @@ def test_rerun_skips_done_records_and_refuses_other_settings(bench_file, capsys)
     assert bench_file.read_text() == before              # the stub dropped, nothing re-run
     assert main(bench_args(bench_file, max_new_tokens="7")) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+def test_a_method_added_later_reruns_its_groups_whole(tmp_path):
+    """Resuming with one more method measures every (prompt, temperature) group again, all methods in one
+    sitting; the new runs supersede the old ones in every table."""
+    out = tmp_path / "grow.jsonl"
+    small = dict(methods="vanilla,eagle2", tasks="text", temperature="0")
+    assert main(bench_args(out, **small)) == 0
+    first = runs_of(out)
+    assert len(first) == 2
+    assert main(bench_args(out, **dict(small, methods="vanilla,eagle2,prompt_lookup"))) == 0
+    runs = runs_of(out)
+    assert runs[:2] == first and sorted(r["variant"] for r in runs[2:]) == ["eagle2", "prompt_lookup", "vanilla"]
+    table = paired(read_records(out))
+    assert len(table) == 3 and table["wall_time_s"].tolist() == [r["wall_time_s"] for r in runs[2:]]
+    assert all(r["same_as_vanilla"] for r in runs[2:] if r["method"] != "vanilla")
+    assert main(bench_args(out, **dict(small, methods="vanilla,eagle2,prompt_lookup"))) == 0
+    assert len(runs_of(out)) == 5                                # complete: nothing ran again
 
 
 @pytest.mark.parametrize("changed, message", [("draft", "other target or draft weights"),

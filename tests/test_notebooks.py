@@ -60,7 +60,7 @@ def check_paper_tables(results):
     assert (verdicts["verdict"] == paper.NOT_MEASURABLE).all()          # random drafts: no verdict is claimed
     assert set(verdicts["paper_passes"]) <= {"yes", "n/a (not transcribed)"}
     versus = pd.read_csv(results / "tables" / "main_vs_paper.csv")
-    assert set(versus["method"]) == {"medusa", "eagle2", "vispec"} and set(versus["temperature"]) == {0.0, 1.0}
+    assert set(versus["method"]) == {"prompt_lookup", "medusa", "eagle2", "vispec"} and set(versus["temperature"]) == {0.0, 1.0}
     for col in ("tau", "speedup"):                                      # the bootstrap intervals hold the means
         assert (versus[f"{col}_lo"] <= versus[col] + 1e-9).all() and (versus[col] <= versus[f"{col}_hi"] + 1e-9).all()
     assert versus[versus["temperature"] == 0]["same_as_vanilla"].between(0, 1).all()

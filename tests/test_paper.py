@@ -162,6 +162,14 @@ def test_side_by_side_maps_our_tasks_to_the_papers():
     assert math.isnan(s.loc["text", "paper_tau"])               # no text-only benchmark in the paper
 
 
+def test_main_table_shows_prompt_lookup_beside_the_drafts():
+    runs = [dict(method=m, variant=m, task="caption", temperature=0.0, mean_tau=1.0, mean_speedup=1.0,
+                 mean_new_tokens=9.0) for m in ("vanilla", "vispec", "prompt_lookup", "eagle2", "hf")]
+    s = paper.side_by_side(paper.measured_frame(pd.DataFrame(runs)))
+    assert list(s["method"]) == ["prompt_lookup", "eagle2", "vispec"]    # no vanilla, no transformers' generate
+    assert math.isnan(s.set_index("method").loc["prompt_lookup", "paper_tau"])   # not in the paper
+
+
 # -- answer diversity ----------------------------------------------------------------------------------
 def test_textstats_on_known_sequences():
     assert textstats.distinct_n([1, 2, 3, 4], 2) == 1.0

@@ -16,7 +16,8 @@ ids (never re-tokenised text), the device synchronised around every timed region
 the method order rotated from prompt to prompt. Timed: prompt preparation (image encoding included)
 to the last token, for every method. At temperature 0 each record says whether its tokens equal
 vanilla's and, if not, where they first differ (bf16 near-ties can flip; this is reported, not hidden).
-Rerunning the same command skips the records already in the file.
+Rerunning the same command skips the (prompt, temperature) groups already in the file; a group that
+lacks a variant (one added to --methods) runs again whole, so every speedup is measured side by side.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..data.tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
-from .records import REPO, append_records, drop_partial_tail, portable, read_records
+from .records import REPO, append_records, drop_partial_tail, latest_runs, portable, read_records
 from ..decoding.decode import max_tree_depth
 from .tree_search import PAPER_TREE, TreeConfig, parse_tree, search_tree
 
@@ -403,10 +404,11 @@ def run_bench(args: BenchConfig, log=lambda s: print(s, file=sys.stderr, flush=T
         at = {t: variants + auto[t] for t in temps}
         new_records += searched
 
-    # groups (prompt, temperature) with what is left to run; g numbers the group for the rotation
+    # groups (prompt, temperature) with a variant left to run; g numbers the group for the rotation. A
+    # group runs whole, every variant again when one was added, so its speedups stay side by side in
+    # one sitting; the new records supersede the old ones (`records.latest_runs`).
     todo = [(i * len(temps) + j, p, t) for i, p in enumerate(prompts) for j, t in enumerate(temps)]
-    missing = [(g, p, t, [v for v in at[t] if (p.task, p.prompt_id, v.name, t) not in done]) for g, p, t in todo]
-    missing = [x for x in missing if x[3]]
+    missing = [(g, p, t) for g, p, t in todo if any((p.task, p.prompt_id, v.name, t) not in done for v in at[t])]
     if missing or len(new_records) > 1:
         append_records(out, new_records)
     if missing:
@@ -414,15 +416,14 @@ def run_bench(args: BenchConfig, log=lambda s: print(s, file=sys.stderr, flush=T
         log(f"warm-up: {len(warm)} method/tree pair(s) ...")
         for v in warm.values():
             run_variant(target, drafts, v, prompts[0], 0.0, args.top_p, args.seed, min(8, args.max_new_tokens))
-    for n, (g, p, t, left) in enumerate(missing):
+    for n, (g, p, t) in enumerate(missing):
         seed = (args.seed * 1_000_003 + zlib.crc32(p.prompt_id.encode())) % 2**31     # same for every method
         vs = at[t]
-        order = [v for v in vs[g % len(vs):] + vs[:g % len(vs)] if v in left]
         group = []
-        for v in order:
+        for v in vs[g % len(vs):] + vs[:g % len(vs)]:
             tokens, stats = run_variant(target, drafts, v, p, t, args.top_p, seed, args.max_new_tokens)
             group.append(make_record(p, v, t, seed, tokens, stats, target.eos_token_ids, args.max_new_tokens))
-        ref = next((r for r in group if r["method"] == "vanilla"), done.get((p.task, p.prompt_id, "vanilla", t)))
+        ref = next((r for r in group if r["method"] == "vanilla"), None)
         for r in group:
             if t == 0 and ref is not None and r["method"] != "vanilla":
                 r["first_divergence"] = first_divergence(ref["tokens"], r["tokens"])
@@ -431,7 +432,7 @@ def run_bench(args: BenchConfig, log=lambda s: print(s, file=sys.stderr, flush=T
         append_records(out, group)      # a whole group at once: vanilla's tokens are known for the comparison
         log(f"[{n + 1}/{len(missing)}] {p.prompt_id} T={t:g}: " + ", ".join(
             f"{r['variant']} {r['tokens_per_s']:.1f} tok/s tau {r['tau']:.2f}" for r in group))
-    return [r for r in read_records(out) if r.get("type") == "run"]
+    return latest_runs(read_records(out))
 
 
 def cmd_bench(args) -> int:

@@ -6,7 +6,7 @@ wish. Measured numbers carry noise: the rule is applied to every bootstrap resam
 well, and `stats.decide` turns the share of resamples where it holds into the verdict.
 
 Measured numbers come in one long format, `measured_frame(summary)` of `report.summarise` (or of
-`stats.task_means` of a resample): method (medusa | eagle2 | vispec), task, temperature, tau, speedup,
+`stats.task_means` of a resample): method (prompt_lookup | medusa | eagle2 | vispec), task, temperature, tau, speedup,
 new_tokens, each a mean over the prompts; task 'all' is the mean of the task means (the paper's 'Avg').
 """
 from __future__ import annotations
@@ -23,6 +23,9 @@ from . import stats
 PAPER_TASKS = ("SQA", "MM-Vet", "TextVQA", "MME", "COCO Caps", "VizWiz", "GQA", "SEED-Bench")
 PAPER_MODELS = ("LLaVA-1.6-7B", "LLaVA-1.6-13B", "Qwen2.5-VL-3B", "Qwen2.5-VL-7B")
 METHODS = ("medusa", "eagle2", "vispec")
+# The main table's rows: the paper's methods, and prompt lookup (a weightless draft copying n-grams of
+# the prompt and the answer so far), which shows how far an answer's repetitions alone carry.
+TABLE_METHODS = ("prompt_lookup",) + METHODS
 _METHOD = {"Medusa": "medusa", "EAGLE-2": "eagle2", "ViSpec": "vispec"}
 # Our held-out tasks (tasks.py) and the paper benchmark each is closest to in kind; not the same data.
 ANALOGUE = {"caption": "COCO Caps", "vqa": "GQA", "ocr": "TextVQA", "photo": "MME", "text": None, "all": "Avg"}
@@ -80,10 +83,10 @@ def paper_frame(model: str = "LLaVA-1.6-7B") -> pd.DataFrame:
 # -- our numbers in the same shape ---------------------------------------------------------------------
 def measured_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """report.summarise(...) or stats.task_means(...) -> method, task, temperature, tau, speedup, new_tokens
-    (means over prompts; paper-tree drafts only), and where the summary has them: prompts, the 95%
+    (means over prompts; prompt lookup and the paper-tree drafts), and where the summary has them: prompts, the 95%
     intervals (tau_lo, tau_hi, speedup_lo, speedup_hi), same_as_vanilla, and vanilla's median 4-gram
     repetition on the same task and temperature (loops flatter every draft)."""
-    s = summary[summary["method"].isin(METHODS) & (summary["variant"] == summary["method"])]
+    s = summary[summary["method"].isin(TABLE_METHODS) & (summary["variant"] == summary["method"])]
     out = pd.DataFrame({"method": s["method"], "task": s["task"], "temperature": s["temperature"].astype(float),
                         "tau": s["mean_tau"], "speedup": s["mean_speedup"], "new_tokens": s["mean_new_tokens"]})
     for ours, theirs in (("prompts", "prompts"), ("tau_lo", "mean_tau_lo"), ("tau_hi", "mean_tau_hi"),
@@ -108,7 +111,7 @@ def side_by_side(measured: pd.DataFrame, model: str = "LLaVA-1.6-7B") -> pd.Data
     cols = [c for c in ("temperature", "method", "task", "prompts", "tau", "tau_lo", "tau_hi", "speedup", "speedup_lo",
                         "speedup_hi", "paper_task", "paper_tau", "paper_speedup", "same_as_vanilla", "vanilla_repetition_4")
             if c in out.columns]
-    order = {k: i for i, k in enumerate(METHODS)}
+    order = {k: i for i, k in enumerate(TABLE_METHODS)}
     return out[cols].sort_values(["temperature", "task", "method"], key=lambda c: c.map(order) if c.name == "method" else c,
                                  kind="stable").reset_index(drop=True)
 

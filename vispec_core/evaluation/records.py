@@ -103,6 +103,18 @@ def read_records(path: Path) -> list[dict]:
     return out
 
 
+def latest_runs(records: list[dict]) -> list[dict]:
+    """The run records, the last one of each (task, prompt, variant, temperature): a group the benchmark
+    ran again whole supersedes its earlier runs."""
+    runs = {}
+    for r in records:
+        if r.get("type") == "run":
+            key = (r["task"], r["prompt_id"], r.get("variant", r.get("method")), r["temperature"])
+            runs.pop(key, None)
+            runs[key] = r
+    return list(runs.values())
+
+
 def drop_partial_tail(path: Path) -> None:
     """Cut a last line left half-written by a killed run, so appends start on a fresh line. Call it
     after `read_records` accepted the file: a file of other content is never cut."""

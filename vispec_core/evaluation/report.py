@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .records import read_records
+from .records import latest_runs, read_records
 from .textstats import repetition
 from .tree_search import ceiling, tau_needed
 
@@ -38,7 +38,7 @@ def load_records(path) -> list[dict]:
 def paired(records: list[dict]) -> pd.DataFrame:
     """One row per run with `speedup` against vanilla on the same task, prompt and temperature (NaN if
     vanilla did not run there)."""
-    runs = pd.DataFrame([r for r in records if r.get("type") == "run"])
+    runs = pd.DataFrame(latest_runs(records))
     if runs.empty:
         raise ValueError("No run records to report on.")
     runs["tree"] = runs["tree"].map(lambda t: t["label"] if isinstance(t, dict) else "")
