@@ -55,7 +55,8 @@ def test_image_placeholder_typed_in_a_prompt_is_no_image(spec, placeholder, phot
     with_image = target.prepare(f"What does {placeholder} mean?", [photos["rocket"]])
     assert len(with_image.image_spans) == 1
     draft = load_draft("random:vispec", target)
-    gen = generate(target, f"{placeholder} {placeholder}", images=[photos["rocket"]], draft=draft, max_new_tokens=3)
+    gen = generate(target, f"{placeholder} {placeholder}", images=[photos["rocket"]], draft=draft, max_new_tokens=3,
+                   tree="paper")
     assert gen.token_ids == generate(target, f"{placeholder} {placeholder}", images=[photos["rocket"]],
                                      max_new_tokens=3).token_ids
 

@@ -16,6 +16,7 @@ from vispec_core.decoding.decode import decode_speculative, decode_vanilla
 from vispec_core.drafts.session import TreeSession
 from vispec_core.evaluation.bench import hf_generate, parse_methods, parse_temperatures, read_records
 from vispec_core.evaluation.report import paired, summarise, write_report
+from vispec_core.evaluation.tree_choice import decide
 from vispec_core.evaluation.tree_search import PAPER_TREE, TreeConfig, calibrate, estimate_tau, parse_tree, search_tree
 
 from conftest import tiny_target
@@ -405,8 +406,10 @@ def test_tree_auto_runs_both_trees(tmp_path):
     assert set(search) == {0.0, 1.0} and {r["method"] for r in search.values()} == {"eagle2"}
     runs = {(r["variant"], r["temperature"]): r for r in lines if r["type"] == "run"}
     assert set(runs) == {(v, t) for v in ("vanilla", "eagle2", "eagle2@auto") for t in (0.0, 1.0)}
-    for t in (0.0, 1.0):
-        assert runs["eagle2@auto", t]["tree"]["label"] == search[t]["chosen"]["label"]
+    for t in (0.0, 1.0):       # the chosen tree, or no draft where none is predicted to win (as generate's auto)
+        chosen = decide(search[t])
+        assert runs["eagle2@auto", t]["tree"]["label"] == (chosen.label if chosen else "no draft")
+        assert (runs["eagle2@auto", t]["draft_time_s"] is None) == (chosen is None)        # no draft ran
         assert runs["eagle2", t]["tree"]["label"] == "30/3/8"
     written = write_report(out, tmp_path)
     assert tmp_path / "tables" / "auto_trees.csv" in written
@@ -436,7 +439,7 @@ def test_parsers():
 
 @pytest.mark.parametrize("over, message", [(dict(methods="vanilla,eagle"), "Unknown method"),
                                            (dict(tasks="text,coco"), "Unknown task"),
-                                           (dict(tree="30-3-8"), "--tree must be"),
+                                           (dict(tree="30-3-8"), "tree must be"),
                                            (dict(temperature="zero"), "--temperature"),
                                            (dict(n_prompts="0"), "--n-prompts")])
 def test_bad_input_gives_a_clear_error(tmp_path, capsys, over, message):

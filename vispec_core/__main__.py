@@ -13,10 +13,13 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_tree_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--total-tokens", type=int, default=30, help="tree size, root included (paper: 30)")
+    p.add_argument("--tree", default="auto",
+                   help="'auto' (default: the tree predicted fastest for this target, draft, device and temperature, "
+                        "searched once and cached; no draft where none wins), 'paper' (30/3/8) or TOTAL/DEPTH/TOP_K")
+    p.add_argument("--total-tokens", type=int, default=None, help="tree size, root included (paper: 30); sets the tree")
     p.add_argument("--depth", type=int, default=None,
                    help="expansions after the root pass; a cycle accepts up to depth + 1 draft tokens (paper: 3)")
-    p.add_argument("--top-k", type=int, default=8, help="children per expanded node (paper: 8)")
+    p.add_argument("--top-k", type=int, default=None, help="children per expanded node (paper: 8)")
 
 
 def cmd_generate(args) -> int:
@@ -26,15 +29,19 @@ def cmd_generate(args) -> int:
     draft = load_draft(args.draft, target=target) if args.draft else None
     gen = generate(target, args.prompt, images=args.image, draft=draft, max_new_tokens=args.max_new_tokens,
                    temperature=args.temperature, seed=args.seed, top_p=args.top_p,
-                   total_tokens=args.total_tokens, depth=args.depth, top_k=args.top_k)
+                   total_tokens=args.total_tokens, depth=args.depth, top_k=args.top_k, tree=args.tree)
     if args.json:
         print(json.dumps({"text": gen.text, "token_ids": gen.token_ids, "prompt_ids": gen.prompt_ids,
                           "stats": gen.stats}))
     else:
         print(gen.text)
         s = gen.stats
+        tree = f", tree {s['tree']} ({s['tree_source']})" if s.get("tree") else ""
+        if s.get("tree_choice") and not s["tree_choice"]["tree"]:
+            tree = (f"; decoded without the draft: no tree predicted to beat it here (best {s['tree_choice']['best']}, "
+                    f"{s['tree_choice']['predicted_speedup']:.2f}x)")
         print(f"\n[{s['method']}] {s['new_tokens']} tokens in {s['wall_time_s']:.2f} s "
-              f"({s['tokens_per_s']:.1f} tokens/s), tau {s['tau']:.2f}", file=sys.stderr)
+              f"({s['tokens_per_s']:.1f} tokens/s), tau {s['tau']:.2f}{tree}", file=sys.stderr)
     return 0
 
 
@@ -61,7 +68,7 @@ def main(argv=None) -> int:
 
     add_synthesize_parser(sub)
     add_train_arguments(sub.add_parser("train", help="train a draft (stage 1 text-only, stage 2 multimodal)"))
-    add_bench_parser(sub, add_target_args, add_tree_args)
+    add_bench_parser(sub, add_target_args)
 
     args = parser.parse_args(argv)
     try:

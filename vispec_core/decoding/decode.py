@@ -8,13 +8,14 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from ..targets.base import Target, TargetInputs
-from .tree import chain_tree, check_tree, draft_tree
+from .tree import PAPER_TREE, TreeConfig, chain_tree, check_tree, draft_tree, parse_tree
 from .verify import accept_greedy, accept_sampling, sample_token, target_probs
 
 
@@ -238,30 +239,78 @@ def decode_speculative(target: Target, draft, inputs: TargetInputs, max_new_toke
                         tau=sum(accept_lengths) / len(accept_lengths) if accept_lengths else 0.0)
 
 
+def tree_chooser(target: Target, draft, temperature: float, top_p: float, log=None):
+    """The 'auto' tree's chooser: `evaluation/tree_choice.choose_tree`, a later stage (it calibrates on the
+    benchmark's calibration prompts), installed here by the package's `__init__`."""
+    raise RuntimeError("No tree chooser installed: import vispec_core (its __init__ installs one) or pass a tree.")
+
+
+def resolve_tree(target: Target, draft, tree="auto", total_tokens: int | None = None, depth: int | None = None,
+                 top_k: int | None = None, temperature: float = 0.0, top_p: float = 1.0, log=None) -> tuple:
+    """`generate`'s tree arguments -> (TreeConfig or None for decoding without the draft, source, choice).
+    tree: 'auto' (the tree chosen for this target, draft, device and temperature, `tree_choice`), 'paper'
+    (30/3/8; Medusa at its deepest), 'T/D/K' or a TreeConfig; total_tokens / depth / top_k, when given,
+    set the tree instead (the paper's values for those left out). A proposing draft (prompt lookup)
+    drafts its own chain, so no tree is chosen for it."""
+    given = {k: v for k, v in (("total_tokens", total_tokens), ("depth", depth), ("top_k", top_k)) if v is not None}
+    if given and tree not in ("auto", None):
+        raise ValueError(f"Give the tree either as tree={tree!r} or as total_tokens / depth / top_k ({given}), not both.")
+    if given:
+        config = TreeConfig(given.get("total_tokens", PAPER_TREE.total_tokens), tree_depth(draft, depth),
+                            given.get("top_k", PAPER_TREE.top_k))
+        return config, "given", None
+    if tree in ("auto", None):
+        if getattr(draft, "proposes", False):
+            return PAPER_TREE, "chain", None
+        choice = tree_chooser(target, draft, temperature, top_p, log=log)
+        return choice.tree, "auto", choice
+    config = parse_tree(tree) if isinstance(tree, str) else tree
+    if not isinstance(config, TreeConfig):
+        raise ValueError(f"tree must be 'auto', 'paper', 'TOTAL/DEPTH/TOP_K' or a TreeConfig, got {tree!r}.")
+    if config == PAPER_TREE:
+        return TreeConfig(config.total_tokens, tree_depth(draft, None), config.top_k), "paper", None
+    return config, "given", None
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def generate(target: Target, prompt: str, images=None, draft=None, max_new_tokens: int = 128,
-             temperature: float = 0.0, seed: int = 0, top_p: float = 1.0, total_tokens: int = 30,
-             depth: int | None = None, top_k: int = 8) -> Generation:
+             temperature: float = 0.0, seed: int = 0, top_p: float = 1.0, total_tokens: int | None = None,
+             depth: int | None = None, top_k: int | None = None, tree="auto") -> Generation:
     """Answer a prompt about images; with a draft, by speculative decoding (lossless), else token by token.
 
     tau in `stats` is the mean number of accepted draft tokens per draft-verify cycle, bonus token
-    not counted (the paper's convention). The tree: total_tokens nodes, top_k children per node, and
-    `depth` expansions after the root pass (paper 30/3/8; Medusa's default depth is its heads - 1).
+    not counted (the paper's convention). The tree (`resolve_tree`): by default 'auto', the tree
+    predicted fastest for this target, draft, device and temperature, or no draft at all when no tree
+    is predicted to beat plain decoding (`stats['tree_choice']` says which and why); 'paper' is 30/3/8:
+    total_tokens nodes, top_k children per node, and `depth` expansions after the root pass (Medusa's
+    default depth is its heads - 1).
     """
     check_arguments(prompt, draft, max_new_tokens, temperature, seed, top_p)
+    config = choice = source = None
     if draft is not None:
-        depth = tree_depth(draft, depth)
-        check_speculative(target, draft, total_tokens, depth, top_k)
+        config, source, choice = resolve_tree(target, draft, tree, total_tokens, depth, top_k, temperature, top_p,
+                                              log=_say)
+        if config is not None:
+            check_speculative(target, draft, config.total_tokens, config.depth, config.top_k)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     clock = Clock(target.device)
     inputs = target.prepare(prompt, images)
     prepare_s = clock.lap()
-    if draft is None:
+    if draft is None or config is None:
         tokens, stats = decode_vanilla(target, inputs, max_new_tokens, temperature, top_p, generator)
     else:
         tokens, stats = decode_speculative(target, draft, inputs, max_new_tokens, temperature, top_p, generator,
-                                           total_tokens, depth, top_k)
+                                           config.total_tokens, config.depth, config.top_k)
     wall = clock.lap() + prepare_s
+    kind = None if draft is None else getattr(getattr(draft, "config", None), "kind", type(draft).__name__)
     stats.update(new_tokens=len(tokens), wall_time_s=wall, prepare_time_s=prepare_s,
                  tokens_per_s=len(tokens) / max(stats["decode_time_s"] + stats["prefill_time_s"], 1e-9),
-                 method="vanilla" if draft is None else getattr(getattr(draft, "config", None), "kind", type(draft).__name__))
+                 method="vanilla" if draft is None or config is None else kind, draft=kind,
+                 tree=None if draft is None or config is None or source == "chain" else config.label,
+                 tree_source=source)
+    if choice is not None:
+        stats["tree_choice"] = choice.as_stats()
     return Generation(tokens, inputs.input_ids[0].tolist(), target.decode_text(tokens), stats)

@@ -165,3 +165,40 @@ def draft_tree(
     if device is not None and torch.device(device) != dev:      # a draft on another device than the target
         tokens, parents, depths, scores = (t.to(device) for t in (tokens, parents, depths, scores))
     return DraftTree(tokens, parents, depths, scores, ancestor_mask(parents, depth + 1))
+
+
+# -- the tree's shape ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TreeConfig:
+    total_tokens: int = 30
+    depth: int = 3
+    top_k: int = 8
+
+    @property
+    def label(self) -> str:
+        return f"{self.total_tokens}/{self.depth}/{self.top_k}"
+
+    @property
+    def nodes(self) -> int:
+        """Nodes the tree really has: all candidates when there are fewer than total_tokens - 1."""
+        return min(self.total_tokens, 1 + self.top_k + self.depth * self.top_k ** 2)
+
+
+PAPER_TREE = TreeConfig(30, 3, 8)
+
+
+def parse_tree(spec: str | None) -> TreeConfig | str:
+    """'auto' | 'paper' | 'T/D/K' (e.g. '30/3/8') -> 'auto' or a TreeConfig."""
+    if spec is None or spec == "paper":
+        return PAPER_TREE
+    if spec == "auto":
+        return "auto"
+    parts = spec.split("/")
+    try:
+        t, d, k = (int(p) for p in parts)
+    except ValueError:
+        t = d = k = None
+    if len(parts) != 3 or t is None or t < 2 or d < 1 or k < 1:
+        raise ValueError(f"tree must be 'auto', 'paper' or TOTAL/DEPTH/TOP_K with TOTAL >= 2 and DEPTH, "
+                         f"TOP_K >= 1 (the paper's is 30/3/8), got {spec!r}.")
+    return TreeConfig(t, d, k)

@@ -40,6 +40,8 @@ def lookup(history: list[int], num_tokens: int, max_ngram: int) -> list[int]:
 class PromptLookupDraft:
     """A draft whose session proposes a chain itself (`propose`) instead of growing a tree."""
 
+    proposes = True          # its sessions propose: no tree to choose
+
     def __init__(self, num_tokens: int = 10, max_ngram: int = 2):
         if num_tokens < 1 or max_ngram < 1:
             raise ValueError(f"Prompt lookup needs num_tokens >= 1 and max_ngram >= 1, got {num_tokens}, {max_ngram}.")

@@ -38,6 +38,7 @@ import torch
 from ..data.tasks import CALIBRATION_OFFSET, parse_tasks, task_prompts
 from .records import REPO, append_records, drop_partial_tail, latest_runs, portable, read_records
 from ..decoding.decode import max_tree_depth
+from .tree_choice import decide, device_name
 from .tree_search import PAPER_TREE, TreeConfig, parse_tree, search_tree
 
 METHODS = ("vanilla", "hf", "hf_prompt_lookup", "prompt_lookup", "medusa", "eagle2", "vispec")
@@ -84,7 +85,8 @@ class Variant:
     name: str
     method: str
     tree: TreeConfig | None = None
-    tree_source: str | None = None      # 'paper', 'given', 'auto' or 'capped' (Medusa's heads)
+    tree_source: str | None = None      # 'paper', 'given', 'auto', 'capped' (Medusa's heads) or 'vanilla'
+                                        # (auto found no tree predicted to win: decoded without the draft)
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -206,10 +208,10 @@ def run_variant(target, drafts: dict, variant: Variant, p, temperature: float, t
     if variant.method in ("hf", "hf_prompt_lookup"):
         tokens, stats = hf_generate(target, p.prompt, p.images, max_new_tokens, temperature, top_p, seed,
                                     prompt_lookup=variant.method == "hf_prompt_lookup")
-    else:
-        tree = variant.tree or PAPER_TREE
-        gen = generate(target, p.prompt, p.images, drafts.get(variant.method), max_new_tokens, temperature, seed,
-                       top_p, tree.total_tokens, tree.depth, tree.top_k)
+    else:        # '<draft>@auto' where no tree was predicted to win decodes without the draft, as generate's auto
+        draft = None if variant.tree_source == "vanilla" else drafts.get(variant.method)
+        gen = generate(target, p.prompt, p.images, draft, max_new_tokens, temperature, seed, top_p,
+                       tree=variant.tree or PAPER_TREE)
         tokens, stats = gen.token_ids, dict(gen.stats, prompt_tokens=len(gen.prompt_ids))
     stats["peak_memory"] = peak_memory(target.device)
     return tokens, stats
@@ -232,7 +234,8 @@ def make_record(p, variant: Variant, temperature: float, seed: int, tokens: list
     rec.update({k: stats.get(k) for k in keys})
     rec.update(time_per_token_s=rec["wall_time_s"] / max(n, 1), tokens_per_s=n / rec["wall_time_s"],
                ended_by="eos" if tokens and tokens[-1] in eos else "max_new_tokens",
-               tree=None if variant.tree is None else dict(
+               tree=dict(total_tokens=None, depth=None, top_k=None, label="no draft", source="vanilla")
+               if variant.tree_source == "vanilla" else None if variant.tree is None else dict(
                    total_tokens=variant.tree.total_tokens, depth=variant.tree.depth, top_k=variant.tree.top_k,
                    label=variant.tree.label, source=variant.tree_source),
                same_as_vanilla=None, first_divergence=None, tokens=tokens)
@@ -249,13 +252,7 @@ def environment(target) -> dict:
     import numpy
     import transformers
 
-    if target.device.type == "cuda":
-        device = torch.cuda.get_device_name(target.device)
-    else:
-        model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                      if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-            else platform.processor()
-        device = f"{model} (cpu, {torch.backends.cpu.get_cpu_capability()})"
+    device = device_name(target.device)
     packed = target.packed_weights()
     return dict(git_commit=git("rev-parse", "HEAD"), git_dirty=bool(git("status", "--porcelain")),
                 versions=dict(python=platform.python_version(), torch=torch.__version__,
@@ -347,14 +344,13 @@ def _auto_trees(args, target, drafts, tasks, temps, old, log) -> tuple[dict, lis
                                                     temperature=t, top_p=args.top_p, seed=args.seed))
                 new.append(searched[m, t])
             c, paper = searched[m, t]["chosen"], searched[m, t]["paper"]
-            chosen = TreeConfig(c["total_tokens"], c["depth"], c["top_k"])
-            log(f"tree for {m} at T={t:g}: auto {chosen.label} (predicted {c['speedup']:.2f}x, tau {c['tau']:.2f})"
+            chosen = decide(searched[m, t])
+            log(f"tree for {m} at T={t:g}: auto {chosen.label if chosen else 'no draft'} (best {c['label']}, predicted "
+                f"{c['speedup']:.2f}x, tau {c['tau']:.2f})"
                 + (f" vs paper {PAPER_TREE.label} (predicted {paper['speedup']:.2f}x, tau {paper['tau']:.2f})"
                    if paper else ""))
-            if c["speedup"] < 1:
-                log(f"  no tree is predicted to beat vanilla with {m} at T={t:g} on this device (best "
-                    f"{c['speedup']:.2f}x): benchmarked all the same; to decode here, use no draft")
-            variants[t].append(Variant(f"{m}@auto", m, chosen, "auto"))
+            variants[t].append(Variant(f"{m}@auto", m, chosen, "auto") if chosen
+                               else Variant(f"{m}@auto", m, None, "vanilla"))
     return variants, new
 
 
@@ -449,8 +445,8 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def add_bench_parser(subparsers, add_target_args, add_tree_args=None) -> None:
-    """Register `bench` (called by __main__). Trees come from --tree, so add_tree_args is not used."""
+def add_bench_parser(subparsers, add_target_args) -> None:
+    """Register `bench` (called by __main__); its trees come from --tree."""
     b = subparsers.add_parser("bench", help="benchmark decoding methods side by side (JSONL records, resumable)")
     add_target_args(b)
     b.add_argument("--methods", default=",".join(METHODS),

@@ -4,7 +4,7 @@ The paper's 30/3/8 was chosen for a GPU, where verifying 30 tokens costs about a
 a CPU it does not (a 30-token forward costs 1.7x one token in bf16; 2.3x on prepacked
 weights, which make the one-token forward cheaper), so the tree size is a hardware choice. Expected decode speed of a config c:
 
-    tokens/s(c) = (tau(c) + 1) / (draft(c) + extend + verify(n(c)))
+    tokens/s(c) = (tau(c) + 1) / (draft(c) + extend + verify(n(c)) + overhead(n(c)))
 
 and its speedup over vanilla is that times vanilla's time per token, verify(1). Turned around, the
 same cycle says what a config can give at best (`ceiling`: its longest path always accepted) and
@@ -14,6 +14,9 @@ hardware allows from what the draft delivers.
 * verify(n): the target's forward over n tree tokens after a realistic prefix, logits included
   (`verify_cost_curve`, median of repeats), interpolated between measured n;
 * draft(c): the draft's time to build c's tree, extend: its per-cycle pass over accepted tokens;
+* overhead(n): what a real cycle costs beyond those three (acceptance, cache commit, the Python around
+  them), measured by decoding the model's best tree and the paper's for real (`measure_cycle`) and
+  fitted linear in n between them (`overhead_fit`): without it the predictions ran 6-16% fast;
 * tau(c): estimated offline at the run's temperature (`calibrate` + `estimate_tau`). Verification
   accepts the longest path of the tree that spells the tokens the target emits: at T=0 its greedy
   continuation y; at T>0 a sample y of the target itself, because `accept_sampling` emits each token
@@ -37,48 +40,12 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from ..decoding.decode import Clock, max_tree_depth, pick, prefill
-from ..decoding.tree import draft_tree
+from ..decoding.tree import PAPER_TREE, TreeConfig, draft_tree, parse_tree  # noqa: F401 (re-exported)
 
 VERIFY_SIZES = (1, 2, 4, 8, 12, 16, 24, 30, 48, 64)
 TOTALS = (2, 4, 8, 12, 16, 24, 30, 48, 64)
 DEPTHS = (1, 2, 3, 4, 5, 6)
 TOP_KS = (1, 2, 4, 8, 10)
-
-
-@dataclass(frozen=True)
-class TreeConfig:
-    total_tokens: int = 30
-    depth: int = 3
-    top_k: int = 8
-
-    @property
-    def label(self) -> str:
-        return f"{self.total_tokens}/{self.depth}/{self.top_k}"
-
-    @property
-    def nodes(self) -> int:
-        """Nodes the tree really has: all candidates when there are fewer than total_tokens - 1."""
-        return min(self.total_tokens, 1 + self.top_k + self.depth * self.top_k ** 2)
-
-
-PAPER_TREE = TreeConfig(30, 3, 8)
-
-
-def parse_tree(spec: str | None) -> TreeConfig | str:
-    """'auto' | 'paper' | 'T/D/K' (e.g. '30/3/8') -> 'auto' or a TreeConfig."""
-    if spec is None or spec == "paper":
-        return PAPER_TREE
-    if spec == "auto":
-        return "auto"
-    parts = spec.split("/")
-    try:
-        t, d, k = (int(p) for p in parts)
-    except ValueError:
-        t = d = k = None
-    if len(parts) != 3 or t is None or t < 2 or d < 1 or k < 1:
-        raise ValueError(f"--tree must be 'auto', 'paper' or TOTAL/DEPTH/TOP_K with TOTAL >= 2 and DEPTH, "
-                         f"TOP_K >= 1 (the paper's is 30/3/8), got {spec!r}.")
-    return TreeConfig(t, d, k)
 
 
 # -- measurements ----------------------------------------------------------------------------------
@@ -105,16 +72,21 @@ def verify_cost_curve(target, cache, sizes=VERIFY_SIZES, repeats: int = 7, rope_
     return {n: statistics.median(t) for n, t in times.items()}
 
 
+def cycle_s(row: dict) -> float:
+    """A candidate row's predicted seconds per cycle: draft, extend, verification and the measured overhead."""
+    return row["draft_s"] + row["extend_s"] + row["verify_s"] + row.get("overhead_s", 0.0)
+
+
 def tau_needed(row: dict, vanilla_token_s: float, speedup: float) -> float:
-    """The tau at which a candidate row's cycle (draft_s + extend_s + verify_s) gives `speedup`."""
-    return speedup * (row["draft_s"] + row["extend_s"] + row["verify_s"]) / vanilla_token_s - 1
+    """The tau at which a candidate row's cycle gives `speedup`."""
+    return speedup * cycle_s(row) / vanilla_token_s - 1
 
 
 def ceiling(row: dict, vanilla_token_s: float) -> float:
     """A candidate row's speedup if its longest path were always accepted (tau = depth + 1, or the
     nodes after the root where there are fewer)."""
     longest = min(row["depth"] + 1, row["nodes"] - 1)
-    return (longest + 1) * vanilla_token_s / (row["draft_s"] + row["extend_s"] + row["verify_s"])
+    return (longest + 1) * vanilla_token_s / cycle_s(row)
 
 
 def interpolate(curve: dict[int, float], n: int) -> float:
@@ -278,12 +250,43 @@ def candidates(depths=DEPTHS, top_ks=TOP_KS, totals=TOTALS, max_depth: int | Non
     return out
 
 
+def _is(row: dict, config: TreeConfig) -> bool:
+    return (row["depth"], row["top_k"], row["nodes"]) == (config.depth, config.top_k, config.nodes)
+
+
+def measure_cycle(target, draft, prompt, config: TreeConfig, max_new_tokens: int, temperature: float = 0.0,
+                  top_p: float = 1.0, seed: int = 0) -> dict:
+    """A real speculative run of `config` on one prompt: its seconds per cycle (draft, verification,
+    acceptance, cache commit, the draft's extend and the Python around them), cycles and tau."""
+    from ..decoding.decode import decode_speculative
+
+    inputs = target.prepare(prompt.prompt, prompt.images)
+    generator = torch.Generator(device=target.device).manual_seed(seed)
+    _, stats = decode_speculative(target, draft, inputs, max_new_tokens, temperature, top_p, generator,
+                                  config.total_tokens, config.depth, config.top_k)
+    return dict(cycles=stats["cycles"], cycle_s=stats["decode_time_s"] / max(stats["cycles"], 1), tau=stats["tau"])
+
+
+def overhead_fit(checks: list[dict]):
+    """n -> seconds a cycle of n nodes costs beyond the model's draft + extend + verification: the real
+    runs' differences, linear in n between two of them and flat beyond (0 without real runs)."""
+    points = sorted((c["nodes"], c["measured_cycle_s"] - c["model_cycle_s"]) for c in checks if c["cycles"])
+    if not points:
+        return lambda n: 0.0
+    (n0, o0), (n1, o1) = points[0], points[-1]
+    if n1 == n0:
+        return lambda n: (o0 + o1) / 2
+    return lambda n: o0 + (o1 - o0) * (min(max(n, n0), n1) - n0) / (n1 - n0)
+
+
 def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_ks=TOP_KS, totals=TOTALS,
                 verify_sizes=VERIFY_SIZES, repeats: int = 7, log=None, temperature: float = 0.0,
-                top_p: float = 1.0, seed: int = 0) -> dict:
+                top_p: float = 1.0, seed: int = 0, measure: bool = True) -> dict:
     """Measure, estimate and rank every grid config for decoding at `temperature`; the result
     (JSON-ready) names the best as 'chosen' and carries the paper's 30/3/8 row for comparison (for a
-    draft that cannot build it, Medusa with 3 heads, that tree at the draft's depth: 30/2/8)."""
+    draft that cannot build it, Medusa with 3 heads, that tree at the draft's depth: 30/2/8).
+    `measure`: calibrate the cycle model on real runs (`measure_cycle`) of the model's best tree and
+    the paper's on the last prompt, and add what it leaves out (`overhead_fit`) to every candidate."""
     limit = max_tree_depth(draft)
     ref = PAPER_TREE if limit is None or PAPER_TREE.depth <= limit else replace(PAPER_TREE, depth=limit)
     grid_totals = sorted(set(totals) | {ref.total_tokens})
@@ -302,14 +305,30 @@ def search_tree(target, draft, prompts, max_new_tokens: int, depths=DEPTHS, top_
     for c in candidates(grid_depths, grid_ks, grid_totals, limit):
         tau, _ = estimate_tau(cal, c)
         draft_s = statistics.median(cal.draft_times[(c.depth, c.top_k)])
-        verify_s = interpolate(curve, c.nodes)
-        cycle = draft_s + extend + verify_s
-        row = dict(asdict(c), label=c.label, nodes=c.nodes, tau=tau, draft_s=draft_s, extend_s=extend,
-                   verify_s=verify_s, tokens_per_s=(tau + 1) / cycle, speedup=(tau + 1) * vanilla / cycle)
-        rows.append(dict(row, ceiling_speedup=ceiling(row, vanilla)))
+        rows.append(dict(asdict(c), label=c.label, nodes=c.nodes, tau=tau, draft_s=draft_s, extend_s=extend,
+                         verify_s=interpolate(curve, c.nodes)))
+    checks = []
+    if measure:        # the model's best and the paper's tree decoded for real: what the model leaves out
+        best = max(rows, key=lambda r: (r["tau"] + 1) / (r["draft_s"] + r["extend_s"] + r["verify_s"]))
+        for r in dict.fromkeys(id(x) for x in (best, next(x for x in rows if _is(x, ref)))):
+            row = next(x for x in rows if id(x) == r)
+            run = measure_cycle(target, draft, prompts[-1], TreeConfig(row["total_tokens"], row["depth"], row["top_k"]),
+                                max_new_tokens, temperature, top_p, seed)
+            checks.append(dict(label=row["label"], nodes=row["nodes"], cycles=run["cycles"], measured_cycle_s=run["cycle_s"],
+                               model_cycle_s=row["draft_s"] + row["extend_s"] + row["verify_s"]))
+    fit = overhead_fit(checks)
+    for row in rows:
+        row["overhead_s"] = fit(row["nodes"])
+        cycle = cycle_s(row)
+        row.update(tokens_per_s=(row["tau"] + 1) / cycle, speedup=(row["tau"] + 1) * vanilla / cycle)
+        row["ceiling_speedup"] = ceiling(row, vanilla)
     rows.sort(key=lambda r: -r["tokens_per_s"])
-    paper = next(r for r in rows if (r["depth"], r["top_k"], r["nodes"]) == (ref.depth, ref.top_k, ref.nodes))
-    return {"chosen": rows[0], "paper": paper, "candidates": rows,
+    paper = next(r for r in rows if _is(r, ref))
+    if log and checks:
+        log("tree search: cycle model against real runs: " + ", ".join(
+            f"{c['label']} model {c['model_cycle_s'] * 1e3:.1f} ms, measured {c['measured_cycle_s'] * 1e3:.1f} ms"
+            for c in checks))
+    return {"chosen": rows[0], "paper": paper, "candidates": rows, "cycle_checks": checks,
             "verify_curve_s": {str(n): s for n, s in curve.items()}, "vanilla_token_s": vanilla,
             "draft_pass_s": {str(k): statistics.median(t) for k, t in sorted(cal.pass_times.items()) if t},
             "draft_extend_s": extend, "temperature": temperature,
