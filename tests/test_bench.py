@@ -413,6 +413,7 @@ def test_tree_auto_runs_both_trees(tmp_path):
         assert runs["eagle2", t]["tree"]["label"] == "30/3/8"
     written = write_report(out, tmp_path)
     assert tmp_path / "tables" / "auto_trees.csv" in written
+    assert tmp_path / "figures" / "auto_predicted_vs_measured.png" in written
     trees = pd.read_csv(tmp_path / "tables" / "auto_trees.csv")
     assert len(trees) == 4 and (trees["calibrated_at"] == trees["temperature"]).all()
     # the same measured cycle: speedup scales with tau + 1, so 2x needs tau_for_2x; the longest path always

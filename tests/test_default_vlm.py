@@ -366,9 +366,10 @@ def test_shipped_drafts_fit_are_exact_and_trained(kind):
 
 
 @pytest.mark.skipif(not HAVE_PROJECTOR, reason="no committed projector under data/default_vlm/")
-def test_bf16_speculative_equals_vanilla_with_fused_layers(target, monkeypatch):
-    """In bf16 in the "widen" form with fused_layer.py's layers (the default on a CPU without bf16
-    arithmetic, VISPEC_CPU_FORM=widen on one with it) a token's hidden state does not depend on the
+@pytest.mark.parametrize("kind", ["vispec", "eagle2", "medusa"])
+def test_bf16_speculative_equals_vanilla_with_fused_layers(target, monkeypatch, kind):
+    """In bf16 in the "widen" form with fused_layer.py's layers (the default on every CPU where its AVX2
+    kernel builds, with or without bf16 arithmetic) a token's hidden state does not depend on the
     tokens verified beside it, so speculative decoding emits vanilla's greedy tokens bitwise, near-ties
     included (with PyTorch's ops instead, all three trees leave vanilla's path on this prompt within
     64 tokens)."""
@@ -385,9 +386,11 @@ def test_bf16_speculative_equals_vanilla_with_fused_layers(target, monkeypatch):
         target = dv.load_default_target()
         packs = target.packed_weights()
         assert packs.mode == "widen" and target.fused_layers(packs)
-    p = task_prompts("vqa", 1, seed=0)[0]
-    inputs = target.prepare(p.prompt, p.images)
-    vanilla, _ = decode_vanilla(target, inputs, 64)
-    draft = load_draft("vispec", target)
-    for total, depth, k in ((8, 3, 2), (4, 2, 2), (30, 3, 8)):
-        assert decode_speculative(target, draft, inputs, 64, total_tokens=total, depth=depth, top_k=k)[0] == vanilla
+    draft = load_draft(kind, target)
+    trees = ((8, 2, 2), (4, 1, 2), (30, 2, 8)) if kind == "medusa" else ((8, 3, 2), (4, 2, 2), (30, 3, 8))
+    for p in (task_prompts("vqa", 1, seed=0)[0], task_prompts("caption", 1, seed=0)[0]):
+        inputs = target.prepare(p.prompt, p.images)
+        vanilla, _ = decode_vanilla(target, inputs, 48)
+        for total, depth, k in trees:
+            out = decode_speculative(target, draft, inputs, 48, total_tokens=total, depth=depth, top_k=k)[0]
+            assert out == vanilla, (p.prompt_id, total, depth, k)

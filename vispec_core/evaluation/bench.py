@@ -347,7 +347,7 @@ def _auto_trees(args, target, drafts, tasks, temps, old, log) -> tuple[dict, lis
             chosen = decide(searched[m, t])
             log(f"tree for {m} at T={t:g}: auto {chosen.label if chosen else 'no draft'} (best {c['label']}, predicted "
                 f"{c['speedup']:.2f}x, tau {c['tau']:.2f})"
-                + (f" vs paper {PAPER_TREE.label} (predicted {paper['speedup']:.2f}x, tau {paper['tau']:.2f})"
+                + (f" vs paper {paper['label']} (predicted {paper['speedup']:.2f}x, tau {paper['tau']:.2f})"
                    if paper else ""))
             variants[t].append(Variant(f"{m}@auto", m, chosen, "auto") if chosen
                                else Variant(f"{m}@auto", m, None, "vanilla"))

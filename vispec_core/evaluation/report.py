@@ -22,6 +22,7 @@ import pandas as pd
 from . import stats
 from .records import latest_runs, read_records
 from .textstats import repetition
+from .tree_choice import decide
 from .tree_search import ceiling, tau_needed
 
 KEY = ["task", "prompt_id", "temperature"]
@@ -90,6 +91,9 @@ def tree_table(records: list[dict], summary: pd.DataFrame, wanted: float = WANTE
             c = r.get(which)
             if c is None:
                 continue
+            if which == "chosen" and decide(r) is None:      # no tree predicted to win: decoded without the draft
+                c = dict(label="no draft", nodes=1, tau=0.0, speedup=1.0, depth=0, draft_s=0.0, extend_s=0.0,
+                         verify_s=r["vanilla_token_s"])
             meas = summary[(summary["variant"] == name) & (summary["task"] == "all")]
             if calibrated is not None:
                 meas = meas[meas["temperature"] == calibrated]
@@ -152,6 +156,35 @@ def plot_verify_cost(records: list[dict], path: Path) -> bool:
     return True
 
 
+def plot_predicted_vs_measured(trees: pd.DataFrame, path: Path) -> bool:
+    """The tree search's calibrated predictions against the benchmark's measured speedups (all tasks)."""
+    from matplotlib.figure import Figure
+
+    trees = trees.dropna(subset=["measured_speedup"]) if len(trees) else trees
+    if trees.empty:
+        return False
+    fig = Figure(figsize=(5.2, 4.6))
+    ax = fig.subplots()
+    markers = {"auto": "*", "paper": "s"}
+    for i, (m, g) in enumerate(trees.groupby("method", sort=False)):
+        for _, r in g.iterrows():
+            ax.scatter(r["predicted_speedup"], r["measured_speedup"], marker=markers[r["tree"]], s=80, color=f"C{i}",
+                       edgecolor="k", label=f"{m} {r['tree']}")
+            ax.annotate(f"{r['config']} T={r['temperature']:g}", (r["predicted_speedup"], r["measured_speedup"]),
+                        fontsize=6, xytext=(4, -8), textcoords="offset points")
+    hi = max(trees["predicted_speedup"].max(), trees["measured_speedup"].max()) * 1.1
+    ax.plot([0, hi], [0, hi], color="gray", lw=0.8, ls="--", label="predicted = measured")
+    ax.axhline(1.0, color="gray", lw=0.5)
+    handles, labels = ax.get_legend_handles_labels()
+    keep = dict(zip(labels, handles))
+    ax.legend(keep.values(), keep.keys(), fontsize=7)
+    ax.set(xlabel="predicted speedup (tree search, calibrated)", ylabel="measured speedup (mean over prompts)",
+           xlim=(0, hi), ylim=(0, hi), title="tree search: predicted against measured")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
 def write_report(raw_path, results_dir="results") -> list[Path]:
     """Write tables/<name>_summary.{csv,md}, tables/<name>_trees.{csv,md} and figures/<name>_*.png."""
     raw_path, results = Path(raw_path), Path(results_dir)
@@ -166,7 +199,8 @@ def write_report(raw_path, results_dir="results") -> list[Path]:
     note = (f"Source: {raw_path} ({len(runs)} runs; target {headers[0]['config']['target']}, "
             f"{headers[0]['device']}, {headers[0]['dtype']}, commit {str(headers[0]['git_commit'])[:10]}).\n\n"
             if headers else "")
-    for label, df in (("summary", summary), ("trees", tree_table(records, summary))):
+    trees = tree_table(records, summary)
+    for label, df in (("summary", summary), ("trees", trees)):
         if df.empty:
             continue
         csv, md = results / "tables" / f"{name}_{label}.csv", results / "tables" / f"{name}_{label}.md"
@@ -178,6 +212,9 @@ def write_report(raw_path, results_dir="results") -> list[Path]:
     written.append(fig)
     fig = results / "figures" / f"{name}_verify_cost.png"
     if plot_verify_cost(records, fig):
+        written.append(fig)
+    fig = results / "figures" / f"{name}_predicted_vs_measured.png"
+    if plot_predicted_vs_measured(trees, fig):
         written.append(fig)
     return written
 
