@@ -36,6 +36,16 @@ def test_conversations_take_the_loss_on_the_answers_only(work):
     assert not {"the", "is", "a", "image", "background", "."} & set(facts)
 
 
+def test_only_a_facts_first_statement_is_a_fact_token():
+    _, tokenizer = dv.load_language_model(dtype=torch.float32)
+    ids, spans, facts = build.conversation_ids(tokenizer, [
+        ("What colour is the circle?", "The circle is blue."),
+        ("Describe the image.", "A blue circle sits at the top left on white."),
+    ])
+    said = [[tokenizer.decode([ids[t]]).strip().lower() for t in facts if a <= t < e] for a, e in spans]
+    assert said == [["blue"], ["top", "left", "white"]]     # "circle" was asked, "blue" said before
+
+
 def test_the_mix_sets_the_samples_of_each_kind_per_conversation(tmp_path):
     sources = build.training_sources(2, 0)
     _, tokenizer = dv.load_language_model(dtype=torch.float32)

@@ -87,10 +87,13 @@ def load_features(folder: Path) -> dict[str, torch.Tensor]:
 def conversation_ids(tokenizer, turns: list[tuple[str, str]]) -> tuple[list[int], list[tuple[int, int]], list[int]]:
     """Ids of one conversation about one image (the image in the first user turn), the (start, end) of
     every assistant answer, its `<|im_end|>` included (the spans the loss is taken on), and the
-    positions of the answer tokens that state a fact of the image (`grounding.FACT_WORDS`)."""
+    positions of the answer tokens that first state a fact word (`grounding.FACT_WORDS`) in the
+    conversation: a word said before, in a question or an answer, can be copied, only a new one must
+    be read from the image."""
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    ids, spans, facts = [], [], []
+    ids, spans, facts, said = [], [], [], set()
     for i, (prompt, answer) in enumerate(turns):
+        said |= {m.group().lower() for m in grounding.FACT_WORDS.finditer(prompt)}
         if i == 0:
             ids += dv.prompt_ids(tokenizer, prompt, 1)
         else:
@@ -98,7 +101,11 @@ def conversation_ids(tokenizer, turns: list[tuple[str, str]]) -> tuple[list[int]
                              add_special_tokens=False)["input_ids"]
         enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
         a = enc["input_ids"][:MAX_ANSWER_TOKENS]
-        words = [m.span() for m in grounding.FACT_WORDS.finditer(answer)]
+        words = []
+        for m in grounding.FACT_WORDS.finditer(answer):
+            if m.group().lower() not in said:
+                words.append(m.span())
+                said.add(m.group().lower())
         facts += [len(ids) + j for j, (s, e) in enumerate(enc["offset_mapping"][:len(a)])
                   if any(s < we and ws < e for ws, we in words)]
         spans.append((len(ids), len(ids) + len(a) + 1))
@@ -158,8 +165,8 @@ def trainable_vlm(init: Path | None = None):
 
 def loss_on(vlm, batch: list[dict], feats: dict[str, torch.Tensor], fact_weight: float = 1.0) -> tuple[torch.Tensor, int]:
     """Cross-entropy over the answer tokens of a right-padded batch of conversations, a weighted mean:
-    the tokens that state a fact of the image weigh `fact_weight` (the grounding signal among many
-    tokens that the answers' phrasing predicts without the image)."""
+    the tokens that first state a fact of the image weigh `fact_weight` (the grounding signal among
+    many tokens that the answers' phrasing or the conversation so far predicts without the image)."""
     T = max(len(b["ids"]) for b in batch)
     pad, device = vlm.tokenizer.pad_token_id, vlm.projector.linear_1.weight.device
     ids = torch.full((len(batch), T), pad, dtype=torch.long)
@@ -318,7 +325,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
-    p.add_argument("--fact-weight", type=float, default=1.0, help="loss weight of the answer tokens that state a fact")
+    p.add_argument("--fact-weight", type=float, default=1.0, help="loss weight of the answer tokens that first state a fact")
     p.add_argument("--init", type=Path, default=None, help="a new run starts from this export's adapters and projector")
     p.add_argument("--mix", default="detail=1,question=1,brief=1",
                    help="samples of each kind per image in a conversation, e.g. detail=1,question=1,brief=6")
