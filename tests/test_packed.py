@@ -1,4 +1,4 @@
-"""Prepacked oneDNN weights (cpu/packed.py): on a CPU in bf16 the target's forward and logits are
+"""CPU weight forms (cpu/packed.py). The oneDNN form (VISPEC_CPU_FORM=onednn): in bf16 the target's forward and logits are
 bitwise those of the HF modules' own weights (tree masks and Qwen's q/k/v biases included), decoding
 emits the same tokens, and a weight changed in place is packed again. The drafts' weights, packed where
 they are used (packed.linear), give bitwise the same log-probs."""
@@ -17,8 +17,9 @@ from vispec_core.decoding.decode import decode_speculative, decode_vanilla, pref
 from vispec_core.targets import load_target
 
 
-def bf16_target(family, monkeypatch, mode):
+def bf16_target(family, monkeypatch, mode, form="auto"):
     monkeypatch.setenv("VISPEC_PREPACK", mode)
+    monkeypatch.setenv("VISPEC_CPU_FORM", form)
     return load_target(f"tiny:{family}", dtype=torch.bfloat16)
 
 
@@ -43,8 +44,8 @@ def test_packed_weights_are_bitwise_the_modules(family, monkeypatch):
     p = task_prompts("caption", 1, seed=2)[0]
     plain = bf16_target(family, monkeypatch, "0")
     assert plain.packed_weights() is None
-    packed = bf16_target(family, monkeypatch, "auto")
-    assert packed.packed_weights() is not None
+    packed = bf16_target(family, monkeypatch, "auto", "onednn")
+    assert packed.packed_weights().mode == "onednn"
     if family == "qwen2_5_vl":
         assert packed.packed_weights().layers[0]["qkv_bias"] is not None      # the biases go through too
     want = outputs(plain, plain.prepare(p.prompt, p.images))
@@ -230,7 +231,7 @@ def test_packed_draft_weights_are_bitwise_the_modules(family, kind, monkeypatch)
     p = task_prompts("caption", 1, seed=3)[0]
     runs = {}
     for mode in ("0", "auto"):
-        target = bf16_target(family, monkeypatch, mode)
+        target = bf16_target(family, monkeypatch, mode, "onednn" if mode == "auto" else "auto")
         draft = load_draft(f"random:{kind}", target=target, seed=1, draft_vocab=list(range(0, 600, 3)))
         if kind == "medusa":        # a fresh Medusa head is the identity: give it weights to multiply
             g = torch.Generator().manual_seed(0)
