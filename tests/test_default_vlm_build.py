@@ -82,3 +82,17 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, work):
                         for k in vlm.lm.state_dict() if k.endswith("q_proj.weight"))
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         dv.load_vlm(adapter=tmp_path)
+
+
+def test_bf16_mixed_precision_trains_the_same_loss_in_bf16(tmp_path, work):
+    """accelerate's bf16 autocast: the first step's loss (same weights, same batch) within bf16 rounding
+    of fp32's, not bitwise it, and the log says which precision ran."""
+    import shutil
+    first = {}
+    for mp in ("no", "bf16"):
+        shutil.copytree(work, tmp_path / mp)
+        build.train(tmp_path / mp, steps=1, batch=1, warmup=1, mixed_precision=mp, log=lambda *_: None)
+        rec = json.loads((tmp_path / mp / "train_log.jsonl").read_text().splitlines()[0])
+        assert rec["mixed_precision"] == mp
+        first[mp] = rec["loss"]
+    assert first["bf16"] != first["no"] and first["bf16"] == pytest.approx(first["no"], rel=0.02)
