@@ -135,13 +135,19 @@ def check_default_target(results):
         checks.loc["Write long: median tokens", "n"]
     both, decode = (checks.loc[f"Vanilla decoder tokens/s ({k})", "measured"] for k in ("prefill + decode", "decode steps"))
     assert 0 < both and 0 < decode
+    tuned = pd.read_csv(results / "tables" / "default_vlm_tuned_checks.csv").set_index("check")
+    committed = json.loads((NOTEBOOKS.parent / "results" / "default_vlm" / "target_checks.json").read_text())
+    assert tuned.loc["described, T=0: grounded (>= 3 true claims, no false one)", "measured"] == \
+        committed["describe_T0"]["grounded"]
+    assert tuned.loc["colour of the shape at a position", "n"] == committed["binding"]["questions"]
 
 
 EXPECTED = {
     "00_build_default_target": (
         {},
-        {"default_vlm_checks.csv": ["check", "measured", "blank_image", "goal", "n", "met"]},
-        ["default_vlm_projector_loss.png", "default_vlm_long_lengths.png"],
+        {"default_vlm_checks.csv": ["check", "measured", "blank_image", "goal", "n", "met"],
+         "default_vlm_tuned_checks.csv": ["check", "measured", "goal", "met", "n"]},
+        ["default_vlm_projector_loss.png", "default_vlm_long_lengths.png", "default_vlm_instruction_tuning_loss.png"],
         check_default_target,
     ),
     "01_redundancy_attention": (
