@@ -6,6 +6,7 @@ import re
 import warnings
 
 import pytest
+import numpy as np
 import torch
 from PIL import Image
 
@@ -304,6 +305,37 @@ def test_position_embeddings_start_silent_and_load_into_a_plain_projector(tmp_pa
     other = dv.Projector(1280, 32, cells=49)
     with pytest.raises(ValueError, match="does not fit"):
         dv.load_projector(other, tmp_path / "pos.safetensors")
+
+
+def test_cell_pixels_follow_the_feature_map_and_the_pixel_mlp_starts_silent(tmp_path):
+    """Each image token's pixels are its own 32-px cell's (row-major, as the encoder's map flattens);
+    the pixel MLP adds nothing until trained, needs the pixels after the features, and its checkpoint
+    loads into a projector built without it."""
+    from PIL import Image
+    im = np.zeros((dv.IMAGE_SIZE, dv.IMAGE_SIZE, 3), np.uint8)
+    im[32:64, 96:112] = (255, 0, 0)                     # the left half of cell (row 1, column 3)
+    cells = dv.cell_pixels(dv.preprocess([Image.fromarray(im)]))
+    assert cells.shape == (1, dv.IMAGE_TOKENS, dv.PIXEL_DIM)
+    red = cells[0, :, :dv.PIXEL_GRID ** 2].amax(-1)   # the red channel's largest sub-block per cell
+    assert red.argmax().item() == 1 * dv.GRID + 3 and (red > -1).sum().item() == 1
+    grid = cells[0, dv.GRID + 3].view(3, dv.PIXEL_GRID, dv.PIXEL_GRID)
+    assert torch.equal(grid[0], torch.tensor([[1.0, 1, -1, -1]] * 4)) and torch.equal(grid[1], -torch.ones(4, 4))
+    torch.manual_seed(0)
+    proj, feats = dv.Projector(1280, 32, pooled=True), torch.randn(1, dv.IMAGE_TOKENS, 1280)
+    before = proj(feats)
+    proj.add_pixels()
+    wide = torch.cat([feats, cells], -1)
+    assert torch.equal(proj(wide), before)
+    with pytest.raises(ValueError, match="cell pixels"):
+        proj(feats)
+    with torch.no_grad():
+        proj.pixel_mlp[2].weight.normal_(std=0.05)
+    moved = (proj(wide) - before).abs().sum(-1)[0]
+    assert moved[dv.GRID + 3] > moved[0] > 0          # the red cell's token moves most
+    dv.save_projector(proj, tmp_path / "pix.safetensors")
+    plain = dv.Projector(1280, 32)
+    dv.load_projector(plain, tmp_path / "pix.safetensors")
+    assert plain.wants_pixels and torch.equal(plain(wide), proj(wide))
 
 
 def test_missing_gguf_names_the_pip_command(tmp_path, monkeypatch):

@@ -76,6 +76,11 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, work):
     vlm = dv.load_vlm(dtype=torch.float32, projector=tmp_path / "out" / "projector.safetensors",
                       adapter=tmp_path / "out" / dv.ADAPTER)
     assert vlm.adapter_id and type(vlm.lm).__name__ == "LlamaForCausalLM"     # merged: a plain model again
+    # the projector gained the cell-pixel MLP (trained off zero) and reads the pixels after the features
+    assert vlm.projector.wants_pixels and vlm.projector.pixel_mlp[2].weight.abs().max() > 0
+    pixels = dv.preprocess([build.load_image("scene-0")])
+    assert vlm.encode_images(pixels).shape == (1, dv.IMAGE_TOKENS, dv.VISION_DIM + dv.PIXEL_DIM)
+    torch.testing.assert_close(vlm.encode_images(pixels)[..., dv.VISION_DIM:], dv.cell_pixels(pixels))
     plain = dv.load_vlm(dtype=torch.float32, adapter=None)
     lora = {k.split("base_layer.")[0] for k in a["weights"] if "lora_B" in k}
     assert lora and any(not torch.equal(vlm.lm.state_dict()[k], plain.lm.state_dict()[k])

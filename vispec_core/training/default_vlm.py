@@ -4,13 +4,14 @@ written from each image's known facts (`data/instructions.py`), as LLaVA's secon
     python -m vispec_core.training.default_vlm [--work DIR] [--steps N] [--out data/default_vlm]
 
 Stages, each resumable (`--work`, default `$VISPEC_CACHE/default_vlm_build`; kill it and rerun):
-  features  frozen EfficientNet-Lite0 features of the training images (procedural scenes with seeds
-            below HELD_OUT_SCENE_SEED, easy-vqa's train split), in chunk files.
+  features  frozen EfficientNet-Lite0 features and each cell's pixels of the training images
+            (procedural scenes with seeds below HELD_OUT_SCENE_SEED, easy-vqa's train split), in chunk files.
   data      the writer's samples, checked (`grounding.check`), one conversation per image: the image,
             then a detailed description, a question with its explanation and a brief question in a
             random order (LLaVA's multi-turn format; the image's tokens are paid once).
   train     LoRA (peft) on every linear layer of SmolLM2 plus the projector, starting from the shipped
-            projector; loss on the assistant turns and their `<|im_end|>`; AdamW, warm-up, cosine;
+            projector (to which it adds, at zero, the cell-pixel MLP and per-cell positions); loss on
+            the assistant turns and their `<|im_end|>`; AdamW, warm-up, cosine;
             a checkpoint every `--save-every` steps (adapters, projector, optimizer, data order).
   export    the adapters (bf16) and the projector into `--out`; `load_vlm` merges the adapters into
             SmolLM2's weights at load, so decoding costs what it did.
@@ -59,27 +60,34 @@ def load_image(key: str):
 
 
 def extract_features(encoder, keys: list[str], folder: Path, chunk: int = 32, log=print) -> None:
-    """Frozen features [n, 196, 1280] (bf16) in chunk files; finished chunks are skipped."""
+    """Frozen features [n, 196, 1280] (bf16) and each cell's pixels [n, 196, 48] (fp16, `dv.cell_pixels`)
+    in chunk files; finished chunks are skipped."""
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     for c in range(0, len(keys), chunk):
         path = folder / f"{c // chunk:05d}.pt"
         part = keys[c:c + chunk]
-        if path.exists() and torch.load(path, weights_only=True)["keys"] == part:
-            continue
+        if path.exists():
+            done = torch.load(path, weights_only=True)
+            if done["keys"] == part and "pixels" in done:
+                continue
         with torch.inference_mode():
             x = dv.preprocess([load_image(k) for k in part])
             feats = encoder.extract_features(x).flatten(2).transpose(1, 2).to(torch.bfloat16)
-        torch.save({"keys": part, "features": feats.clone()}, path.with_suffix(".tmp"))
+        torch.save({"keys": part, "features": feats.clone(), "pixels": dv.cell_pixels(x).half()}, path.with_suffix(".tmp"))
         os.replace(path.with_suffix(".tmp"), path)
         log(f"features {c + len(part)}/{len(keys)} ({(c + len(part)) / (time.time() - t0):.2f} img/s this run)")
 
 
-def load_features(folder: Path) -> dict[str, torch.Tensor]:
+def load_features(folder: Path, pixels: bool = True) -> dict[str, torch.Tensor]:
+    """key -> the image's features [196, 1280], with its cell pixels after them ([196, 1328]) if `pixels`."""
     out = {}
     for path in sorted(folder.glob("*.pt")):
         d = torch.load(path, weights_only=True)
-        out.update(zip(d["keys"], d["features"]))
+        if pixels and "pixels" not in d:
+            raise ValueError(f"{path} holds no cell pixels: run the features stage again (it adds them).")
+        feats = torch.cat([d["features"], d["pixels"].to(d["features"].dtype)], -1) if pixels else d["features"]
+        out.update(zip(d["keys"], feats))
     return out
 
 
@@ -145,7 +153,8 @@ def lora_config():
 
 def trainable_vlm(init: Path | None = None):
     """The VLM in fp32 with LoRA adapters on SmolLM2 (peft) and a trainable projector: fresh adapters on
-    the shipped projector, or (`init`) an export's adapters and projector to train on from."""
+    the shipped projector, or (`init`) an export's adapters and projector to train on from. A projector
+    without the cell-pixel MLP or the per-cell positions gets them, starting at zero."""
     from peft import PeftModel, get_peft_model
     projector = dv.SHIPPED if init is None else Path(init) / "projector.safetensors"
     vlm = dv.load_vlm(dtype=torch.float32, projector=projector, adapter=None)
@@ -159,6 +168,10 @@ def trainable_vlm(init: Path | None = None):
         for p in vlm.lm.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
+    if not vlm.projector.wants_pixels:
+        vlm.projector.add_pixels()
+    if vlm.projector.position is None:
+        vlm.projector.add_positions(dv.IMAGE_TOKENS)
     vlm.projector.requires_grad_(True)
     return vlm
 
@@ -229,13 +242,13 @@ def bf16_arithmetic() -> bool:
 
 def train(work: Path, steps: int, batch: int = 4, lr: float = 4e-4, projector_lr: float = 1e-4, warmup: int = 20,
           save_every: int = 10, seed: int = 0, stop_after: int | None = None, init: Path | None = None,
-          fact_weight: float = 1.0, mixed_precision: str = "auto", log=print) -> Path:
+          fact_weight: float = 1.0, mixed_precision: str = "auto", added_lr: float = 1e-3, log=print) -> Path:
     """Train (or continue) to `steps` optimizer steps; returns the checkpoint path. A new run starts
     from fresh adapters on the shipped projector, or from an export (`init`). `mixed_precision` "bf16"
     runs the forward and backward under torch's bf16 autocast (fp32 weights and optimizer; not accelerate's
     mixed precision, a process-wide setting that a second trainer in the same notebook could not change),
     "auto" where the machine has bf16 arithmetic (2 AVX-512 bf16 cores: a step 1.5x faster, its loss
-    within 0.5% of fp32's)."""
+    within 0.5% of fp32's). The projector's added parts (`Projector.added_parameters`) learn at `added_lr`."""
     from accelerate import Accelerator
     if mixed_precision == "auto":
         mixed_precision = "bf16" if bf16_arithmetic() else "no"
@@ -253,8 +266,11 @@ def train(work: Path, steps: int, batch: int = 4, lr: float = 4e-4, projector_lr
     vlm = trainable_vlm(init)
     vlm.init = None if init is None else str(init)
     params = _trainable(vlm)
+    added = {id(p) for p in vlm.projector.added_parameters()}
     groups = [{"params": [p for n, p in params.items() if not n.startswith("projector.")], "lr": lr, "base": lr},
-              {"params": [p for n, p in params.items() if n.startswith("projector.")], "lr": projector_lr, "base": projector_lr}]
+              {"params": [p for n, p in params.items() if n.startswith("projector.") and id(p) not in added],
+               "lr": projector_lr, "base": projector_lr},
+              {"params": [p for p in params.values() if id(p) in added], "lr": added_lr, "base": added_lr}]
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.95), weight_decay=0.0)
     vlm, optimizer = accelerator.prepare(vlm, optimizer)
     trained = list(_trainable(vlm).values())
@@ -339,6 +355,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=560)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--added-lr", type=float, default=1e-3,
+                   help="learning rate of the projector's cell-pixel MLP and per-cell positions")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
     p.add_argument("--fact-weight", type=float, default=1.0, help="loss weight of the answer tokens that first state a fact")
     p.add_argument("--init", type=Path, default=None, help="a new run starts from this export's adapters and projector")
@@ -375,7 +393,7 @@ def main(argv=None) -> int:
         print(json.dumps(report))
     if a.stage in ("train", "all"):
         train(work, a.steps, a.batch, a.lr, seed=a.seed, stop_after=a.stop_after, init=a.init,
-              fact_weight=a.fact_weight, mixed_precision=a.mixed_precision)
+              fact_weight=a.fact_weight, mixed_precision=a.mixed_precision, added_lr=a.added_lr)
     if a.stage in ("export", "all"):
         print(json.dumps(export(work, a.out or dv.projector_path().parent)))
     return 0
