@@ -288,6 +288,7 @@ def test_instruction_tuning_refuses_bad_arguments_before_any_work(tmp_path, caps
     for argv, says in ((["train", "--init", str(tmp_path)], "adapter_config.json"),
                        (["train", "--fact-weight", "0"], "--fact-weight must be positive"),
                        (["train", "--steps", "0"], "--steps must be positive"),
+                       (["data", "--turns", "0"], "--turns must be positive"),
                        (["data", "--mix", "detail=1,brief"], "kind=count pairs"),
                        (["data", "--mix", "detail=1,essay=2"], "kinds are detail, question, brief")):
         with pytest.raises(SystemExit):

@@ -18,7 +18,7 @@ def work(tmp_path_factory):
     sources = build.training_sources(1, 1)
     build.extract_features(dv.load_encoder(), [k for k, _ in sources], work / "features", log=lambda *_: None)
     _, tokenizer = dv.load_language_model(dtype=torch.float32)
-    report = build.write_conversations(sources, tokenizer, work / "conversations.jsonl")
+    report = build.write_conversations(sources, tokenizer, work / "conversations.jsonl", turns=3)
     assert report["conversations"] == 2 and report["dropped"]["false"] == 0
     return work
 
@@ -40,19 +40,24 @@ def test_only_a_facts_first_statement_is_a_fact_token():
     _, tokenizer = dv.load_language_model(dtype=torch.float32)
     ids, spans, facts = build.conversation_ids(tokenizer, [
         ("What colour is the circle?", "The circle is blue."),
-        ("Describe the image.", "A blue circle sits at the top left on white."),
+        ("Describe the image.", "A blue circle sits at the top left on white. A small blue star is at the top."),
     ])
     said = [[tokenizer.decode([ids[t]]).strip().lower() for t in facts if a <= t < e] for a, e in spans]
-    assert said == [["blue"], ["top", "left", "white"]]     # "circle" was asked, "blue" said before
+    # "circle" was asked and "blue" said of the circle before; "blue" and "top" are new of the star
+    assert said == [["blue"], ["top", "left", "white", "small", "blue", "star", "top"]]
 
 
-def test_the_mix_sets_the_samples_of_each_kind_per_conversation(tmp_path):
+def test_the_mix_sets_the_samples_of_each_kind_per_image_and_turns_per_conversation(tmp_path):
     sources = build.training_sources(2, 0)
     _, tokenizer = dv.load_language_model(dtype=torch.float32)
-    build.write_conversations(sources, tokenizer, tmp_path / "c.jsonl", mix={"detail": 1, "brief": 4})
+    build.write_conversations(sources, tokenizer, tmp_path / "c.jsonl", mix={"detail": 1, "brief": 4}, turns=5)
     for line in (tmp_path / "c.jsonl").read_text().splitlines():
         kinds = json.loads(line)["kinds"]
         assert kinds.count("detail") <= 1 and "question" not in kinds and 3 <= kinds.count("brief") <= 4
+    report = build.write_conversations(sources, tokenizer, tmp_path / "c.jsonl", mix={"detail": 1, "brief": 4})
+    rows = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert report["conversations"] == len(rows) == report["kept"] and all(len(r["kinds"]) == 1 for r in rows)
+    assert {r["key"] for r in rows} == {k for k, _ in sources}
 
 
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path, work):

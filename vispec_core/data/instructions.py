@@ -3,7 +3,7 @@
 LLaVA wrote its instruction data with a text-only model given each image's captions and boxes. Here
 the facts are known by construction (`scenes.py`; easy-vqa's shape and colour), so a writer turns them
 into answers directly: every sentence states facts of the image, and the variety comes from many
-phrasings, a random order of objects and of the kinds of sentences (objects, spatial relations, sizes,
+phrasings, objects met in reading order, each after its place, a random order of the kinds of sentences (objects, spatial relations, sizes,
 counting, the word, the empty space, the layout by rows), and general remarks that claim nothing
 about the image. `grounding.check` then rejects any answer that names a false fact or repeats itself.
 
@@ -60,11 +60,13 @@ _OPENERS = (
     "The image is a minimalist graphic with {count} on a uniform {bg} background.",
     "This image presents {count} against a solid {bg} background.",
 )
+# A description walks the cells in reading order and names each cell before what is in it, so that
+# every object line asks the question the binding checks ask: what is at this place?
 _ONE_OBJECT_LINES = (
-    "There is {a} {size} {color} {shape} {where}.", "{Where}, there is {a} {size} {color} {shape}.",
-    "{A} {size} {color} {shape} sits {where}.", "{A} {color} {shape} is placed {where}; it is {size}.",
-    "{Where} we find {a} {size} {color} {shape}.", "One of the shapes is {a} {size} {color} {shape}, located {where}.",
-    "{A} {size} {color} {shape} can be seen {where}.",
+    "{Where}, there is {a} {size} {color} {shape}.", "{Where} we find {a} {size} {color} {shape}.",
+    "{Where} sits {a} {size} {color} {shape}.", "{Where} is {a} {size} {color} {shape}.",
+    "{Where}, the image shows {a} {size} {color} {shape}.", "{Where}, {a} {size} {color} {shape} can be seen.",
+    "Looking {where}, one sees {a} {size} {color} {shape}.",
 )
 _NEXT = ("Next to that,", "Besides that,", "In addition,", "Moving on,", "Elsewhere in the image,", "Then,", "Also,")
 _WORD_LINES = (
@@ -121,10 +123,7 @@ def _object_line(o, rng: random.Random, first: bool) -> str:
     size = o.size
     text = line.format(a=_a(size), A=_cap(_a(size)), size=size, color=o.color, shape=o.shape, where=where,
                        Where=_cap(where))
-    if "{A} {color}" in line:   # "A color shape is placed where; it is size." names the size itself
-        text = line.format(a=_a(o.color), A=_cap(_a(o.color)), size=size, color=o.color, shape=o.shape,
-                           where=where, Where=_cap(where))
-    if not first and rng.random() < 0.4 and not text.startswith(("One of", "Where")):
+    if not first and rng.random() < 0.4:
         text = rng.choice(_NEXT) + " " + text[0].lower() + text[1:]
     return text
 
@@ -193,11 +192,8 @@ def _empty(scene: Scene, rng: random.Random) -> str | None:
 
 
 def _scene_detail(scene: Scene, rng: random.Random, long: bool) -> str:
-    objs = list(scene.objects)
-    rng.shuffle(objs) if rng.random() < 0.5 else objs.sort(key=lambda o: CELLS.index(o.position))
+    objs = sorted(scene.objects, key=lambda o: CELLS.index(o.position))
     out = [rng.choice(_OPENERS).format(count=_count(len(objs), rng), bg=scene.background)]
-    if rng.random() < 0.5 and len(objs) > 1:
-        out.append(f"Their colors are {_listing([o.color for o in objs])}.")
     body = []
     for i, o in enumerate(objs):
         body.append(_object_line(o, rng, i == 0))

@@ -6,9 +6,9 @@ written from each image's known facts (`data/instructions.py`), as LLaVA's secon
 Stages, each resumable (`--work`, default `$VISPEC_CACHE/default_vlm_build`; kill it and rerun):
   features  frozen EfficientNet-Lite0 features and each cell's pixels of the training images
             (procedural scenes with seeds below HELD_OUT_SCENE_SEED, easy-vqa's train split), in chunk files.
-  data      the writer's samples, checked (`grounding.check`), one conversation per image: the image,
-            then a detailed description, a question with its explanation and a brief question in a
-            random order (LLaVA's multi-turn format; the image's tokens are paid once).
+  data      the writer's samples, checked (`grounding.check`), as conversations about one image
+            (`--turns` samples each, default 1: a detailed description, a question with its
+            explanation or a brief question, each read from the image alone).
   train     LoRA (peft) on every linear layer of SmolLM2 plus the projector, starting from the shipped
             projector (to which it adds, at zero, the cell-pixel MLP and per-cell positions); loss on
             the assistant turns and their `<|im_end|>`; AdamW, warm-up, cosine;
@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -92,16 +93,41 @@ def load_features(folder: Path, pixels: bool = True) -> dict[str, torch.Tensor]:
 
 
 # -- conversations ---------------------------------------------------------------------------------
+def _subject(sentence: str) -> tuple[str, str] | None:
+    """The object a sentence is about: its first "colour shape" mention, or its only colour and only
+    shape word ("The circle at the top left is red.")."""
+    m = grounding.MENTION.search(sentence.lower())
+    if m:
+        return m.group(2), grounding.SHAPE_WORDS[m.group(3)]
+    colors = {w.lower() for w in re.findall(rf"\b(?i:{'|'.join(grounding.COLOR_WORDS)})\b", sentence)}
+    shapes = {grounding.SHAPE_WORDS[w.lower()] for w in re.findall(rf"\b(?i:{'|'.join(grounding.SHAPE_WORDS)})\b", sentence)}
+    return (colors.pop(), shapes.pop()) if len(colors) == 1 and len(shapes) == 1 else None
+
+
+def _new_fact_words(text: str, asked: set[str], said: set) -> list[tuple[int, int]]:
+    """Character spans of the fact words (`grounding.FACT_WORDS`) that `text` states for the first time
+    about their sentence's object; `said` is updated. A word asked in a prompt can be copied, and so
+    can a word said before about the same object; "blue" said of the circle is new of the star."""
+    spans = []
+    for sentence in re.finditer(r"[^.!?\n]+[.!?]?", text):
+        subject = _subject(sentence.group())
+        for m in grounding.FACT_WORDS.finditer(sentence.group()):
+            word = m.group().lower()
+            if word not in asked and (word, subject) not in said:
+                spans.append((sentence.start() + m.start(), sentence.start() + m.end()))
+                said.add((word, subject))
+    return spans
+
+
 def conversation_ids(tokenizer, turns: list[tuple[str, str]]) -> tuple[list[int], list[tuple[int, int]], list[int]]:
     """Ids of one conversation about one image (the image in the first user turn), the (start, end) of
     every assistant answer, its `<|im_end|>` included (the spans the loss is taken on), and the
-    positions of the answer tokens that first state a fact word (`grounding.FACT_WORDS`) in the
-    conversation: a word said before, in a question or an answer, can be copied, only a new one must
-    be read from the image."""
+    positions of the answer tokens that state a fact of the image for the first time (`_new_fact_words`):
+    only those must be read from the image, the rest the question or the conversation so far gives."""
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    ids, spans, facts, said = [], [], [], set()
+    ids, spans, facts, asked, said = [], [], [], set(), set()
     for i, (prompt, answer) in enumerate(turns):
-        said |= {m.group().lower() for m in grounding.FACT_WORDS.finditer(prompt)}
+        asked |= {m.group().lower() for m in grounding.FACT_WORDS.finditer(prompt)}
         if i == 0:
             ids += dv.prompt_ids(tokenizer, prompt, 1)
         else:
@@ -109,11 +135,7 @@ def conversation_ids(tokenizer, turns: list[tuple[str, str]]) -> tuple[list[int]
                              add_special_tokens=False)["input_ids"]
         enc = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
         a = enc["input_ids"][:MAX_ANSWER_TOKENS]
-        words = []
-        for m in grounding.FACT_WORDS.finditer(answer):
-            if m.group().lower() not in said:
-                words.append(m.span())
-                said.add(m.group().lower())
+        words = _new_fact_words(answer, asked, said)
         facts += [len(ids) + j for j, (s, e) in enumerate(enc["offset_mapping"][:len(a)])
                   if any(s < we and ws < e for ws, we in words)]
         spans.append((len(ids), len(ids) + len(a) + 1))
@@ -121,25 +143,30 @@ def conversation_ids(tokenizer, turns: list[tuple[str, str]]) -> tuple[list[int]
     return ids, spans, facts
 
 
-def write_conversations(sources, tokenizer, path: Path, seed: int = 0, mix: dict | None = None) -> dict:
-    """The checked samples (`mix`: how many of each kind per image), grouped per image into
-    conversations (JSONL); returns the writer's report."""
+def write_conversations(sources, tokenizer, path: Path, seed: int = 0, mix: dict | None = None, turns: int = 1) -> dict:
+    """The checked samples (`mix`: how many of each kind per image) as conversations (JSONL) of at most
+    `turns` samples about one image, in a random order; returns the writer's report. With one turn
+    (the default) every answer is read from the image alone: in a longer conversation an answer can
+    copy the facts an earlier turn stated, and a binding learned by copying is not learned."""
     samples, report = instructions.instruction_samples(sources, seed=seed, mix=mix)
     rng = random.Random(seed)
     by_key: dict[str, list[dict]] = {}
     for s in samples:
         by_key.setdefault(s["key"], []).append(s)
     tmp = path.with_suffix(".tmp")
-    lengths = []
+    lengths, n = [], 0
     with tmp.open("w") as fh:
         for key, group in by_key.items():
             rng.shuffle(group)
-            ids, spans, facts = conversation_ids(tokenizer, [(g["prompt"], g["answer"]) for g in group])
-            lengths += [b - a for a, b in spans]
-            fh.write(json.dumps({"key": key, "ids": ids, "spans": spans, "facts": facts,
-                                 "kinds": [g["kind"] for g in group]}) + "\n")
+            for c in range(0, len(group), turns):
+                part = group[c:c + turns]
+                ids, spans, facts = conversation_ids(tokenizer, [(g["prompt"], g["answer"]) for g in part])
+                lengths += [b - a for a, b in spans]
+                n += 1
+                fh.write(json.dumps({"key": key, "ids": ids, "spans": spans, "facts": facts,
+                                     "kinds": [g["kind"] for g in part]}) + "\n")
     os.replace(tmp, path)
-    report.update({"conversations": len(by_key), "answer_tokens": int(sum(lengths)),
+    report.update({"conversations": n, "turns": turns, "answer_tokens": int(sum(lengths)),
                    "median_detail_tokens": float(np.median([len(tokenizer(s["answer"])["input_ids"])
                                                             for s in samples if s["kind"] == "detail"]))})
     return report
@@ -178,7 +205,7 @@ def trainable_vlm(init: Path | None = None):
 
 def loss_on(vlm, batch: list[dict], feats: dict[str, torch.Tensor], fact_weight: float = 1.0) -> tuple[torch.Tensor, int]:
     """Cross-entropy over the answer tokens of a right-padded batch of conversations, a weighted mean:
-    the tokens that first state a fact of the image weigh `fact_weight` (the grounding signal among
+    the tokens that state a fact new about its object weigh `fact_weight` (the grounding signal among
     many tokens that the answers' phrasing or the conversation so far predicts without the image)."""
     T = max(len(b["ids"]) for b in batch)
     pad, device = vlm.tokenizer.pad_token_id, vlm.projector.linear_1.weight.device
@@ -358,10 +385,13 @@ def main(argv=None) -> int:
     p.add_argument("--added-lr", type=float, default=1e-3,
                    help="learning rate of the projector's cell-pixel MLP and per-cell positions")
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in this run")
-    p.add_argument("--fact-weight", type=float, default=1.0, help="loss weight of the answer tokens that first state a fact")
+    p.add_argument("--fact-weight", type=float, default=1.0,
+                   help="loss weight of the answer tokens that state a fact new about its object")
     p.add_argument("--init", type=Path, default=None, help="a new run starts from this export's adapters and projector")
     p.add_argument("--mix", default="detail=1,question=1,brief=1",
                    help="samples of each kind per image in a conversation, e.g. detail=1,question=1,brief=6")
+    p.add_argument("--turns", type=int, default=1,
+                   help="samples per conversation (1: every answer is read from the image alone)")
     p.add_argument("--mixed-precision", choices=("auto", "no", "bf16"), default="auto",
                    help="bf16 autocast in training (auto: where the machine has bf16 arithmetic)")
     p.add_argument("--seed", type=int, default=0)
@@ -372,8 +402,8 @@ def main(argv=None) -> int:
         p.error(f"--mix {a.mix!r}: write kind=count pairs separated by commas, e.g. detail=1,question=1,brief=6")
     if set(mix) - set(instructions.KINDS) or any(v < 0 for v in mix.values()) or not any(mix.values()):
         p.error(f"--mix {a.mix!r}: kinds are {', '.join(instructions.KINDS)}, counts >= 0, at least one above 0")
-    for name in ("scenes", "evqa", "steps", "batch"):
-        if getattr(a, name) < (1 if name in ("steps", "batch") else 0):
+    for name in ("scenes", "evqa", "steps", "batch", "turns"):
+        if getattr(a, name) < (1 if name in ("steps", "batch", "turns") else 0):
             p.error(f"--{name} must be positive, got {getattr(a, name)}")
     if a.fact_weight <= 0:
         p.error(f"--fact-weight must be positive, got {a.fact_weight}")
@@ -388,7 +418,7 @@ def main(argv=None) -> int:
         extract_features(dv.load_encoder(), [k for k, _ in sources], work / "features")
     if a.stage in ("data", "all"):
         _, tokenizer = dv.load_language_model(dtype=torch.float32)
-        report = write_conversations(sources, tokenizer, work / "conversations.jsonl", a.seed, mix)
+        report = write_conversations(sources, tokenizer, work / "conversations.jsonl", a.seed, mix, a.turns)
         (work / "data_report.json").write_text(json.dumps(report, indent=1))
         print(json.dumps(report))
     if a.stage in ("train", "all"):
