@@ -3,9 +3,10 @@
 LLaVA wrote its instruction data with a text-only model given each image's captions and boxes. Here
 the facts are known by construction (`scenes.py`; easy-vqa's shape and colour), so a writer turns them
 into answers directly: every sentence states facts of the image, and the variety comes from many
-phrasings, objects met in reading order, each after its place, a random order of the kinds of sentences (objects, spatial relations, sizes,
-counting, the word, the empty space, the layout by rows), and general remarks that claim nothing
-about the image. `grounding.check` then rejects any answer that names a false fact or repeats itself.
+phrasings, a random order of the kinds of sentences (objects, met in reading order each after its place;
+spatial relations, sizes, counting, the word, the empty space, the layout by rows), and general remarks
+that claim nothing about the image. `grounding.check` then rejects any answer that names a false fact
+or repeats itself.
 
     write(scene, kind, rng) -> (prompt, answer)    kind: "detail" | "question" | "brief"
     instruction_samples(sources, seed)             the kept samples with the checker's verdict
@@ -121,8 +122,7 @@ def _object_line(o, rng: random.Random, first: bool) -> str:
     where = rng.choice(_WHERE[o.position])
     line = rng.choice(_ONE_OBJECT_LINES)
     size = o.size
-    text = line.format(a=_a(size), A=_cap(_a(size)), size=size, color=o.color, shape=o.shape, where=where,
-                       Where=_cap(where))
+    text = line.format(a=_a(size), size=size, color=o.color, shape=o.shape, where=where, Where=_cap(where))
     if not first and rng.random() < 0.4:
         text = rng.choice(_NEXT) + " " + text[0].lower() + text[1:]
     return text
