@@ -287,6 +287,7 @@ def test_instruction_tuning_refuses_bad_arguments_before_any_work(tmp_path, caps
     from vispec_core.training import default_vlm as build
     for argv, says in ((["train", "--init", str(tmp_path)], "adapter_config.json"),
                        (["train", "--fact-weight", "0"], "--fact-weight must be positive"),
+                       (["train", "--position-norm", "-1"], "--position-norm must be >= 0"),
                        (["train", "--steps", "0"], "--steps must be positive"),
                        (["data", "--turns", "0"], "--turns must be positive"),
                        (["data", "--mix", "detail=1,brief"], "kind=count pairs"),

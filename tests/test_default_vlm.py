@@ -307,6 +307,34 @@ def test_position_embeddings_start_silent_and_load_into_a_plain_projector(tmp_pa
         dv.load_projector(other, tmp_path / "pos.safetensors")
 
 
+def test_grid_code_says_where_a_cell_is():
+    """The position code: `norm` per cell on average, the same on every call, and a linear read of it
+    (least squares) names the cell of the scenes' 3 x 3 grid that each map cell lies in, where a random
+    code of the same rank reads about half; neighbours are closer than cells farther along a row."""
+    code = dv.grid_code(196, 64, 10.0)
+    assert code.shape == (196, 64) and torch.equal(code, dv.grid_code(196, 64, 10.0))
+    assert code.norm(dim=-1).mean().item() == pytest.approx(10.0, rel=1e-5)
+    cells = torch.arange(196)
+    third = ((cells // 14 + 0.5) / 14 * 3).long() * 3 + ((cells % 14 + 0.5) / 14 * 3).long()
+    target = torch.nn.functional.one_hot(third, 9).double()
+
+    def linear_read(c):
+        x = torch.cat([c.double(), torch.ones(196, 1, dtype=torch.double)], 1)
+        return ((x @ torch.linalg.lstsq(x, target).solution).argmax(1) == third).double().mean().item()
+
+    g = torch.Generator().manual_seed(1)
+    random_code = torch.randn(196, 32, generator=g) @ torch.randn(32, 64, generator=g)
+    assert linear_read(code) > 0.98 and linear_read(random_code) < 0.7
+    d = (code[:14] - code[0]).norm(dim=-1)
+    assert d[1] < d[2] < d[3:].min()
+    proj, feats = dv.Projector(1280, 64), torch.randn(1, 196, 1280)
+    before = proj(feats)
+    proj.add_positions(196, 10.0)
+    torch.testing.assert_close(proj(feats) - before, code[None], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="square map"):
+        dv.grid_code(50, 64, 1.0)
+
+
 def test_cell_pixels_follow_the_feature_map_and_the_pixel_mlp_starts_silent(tmp_path):
     """Each image token's pixels are its own 32-px cell's (row-major, as the encoder's map flattens);
     the pixel MLP adds nothing until trained, needs the pixels after the features, and its checkpoint

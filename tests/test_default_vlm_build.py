@@ -90,6 +90,11 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, work):
     lora = {k.split("base_layer.")[0] for k in a["weights"] if "lora_B" in k}
     assert lora and any(not torch.equal(vlm.lm.state_dict()[k], plain.lm.state_dict()[k])
                         for k in vlm.lm.state_dict() if k.endswith("q_proj.weight"))
+    # a fresh projector's per-cell positions start as the grid code, loud enough to read; --position-norm
+    # restarts an export's
+    torch.testing.assert_close(vlm.projector.position.norm(dim=-1).mean(), torch.tensor(build.POSITION_NORM), rtol=0.02, atol=0)
+    again = build.trainable_vlm(tmp_path / "out", position_norm=30.0)
+    torch.testing.assert_close(again.projector.position.detach(), dv.grid_code(dv.IMAGE_TOKENS, 576, 30.0))
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         dv.load_vlm(adapter=tmp_path)
 

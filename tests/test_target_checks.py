@@ -44,4 +44,30 @@ def test_checks_run_end_to_end_on_a_tiny_target():
     for key in ("describe_T0", "describe_T1", "blank_image", "other_scene_image", "other_style"):
         assert 0.0 <= out[key]["grounded"] <= 1.0 and out[key]["median_tokens"] <= 6
     assert len(out["records"]["describe_T0"]) == 2 and len(out["photos"]) == 5
-    assert set(out["binding"]) == {"colour_at_position", "shape_at_position", "questions"}
+    assert set(out["binding"]) == {"colour_at_position", "shape_at_position", "position_of_object", "questions"}
+
+
+def test_binding_scores_each_direction(monkeypatch):
+    """A target that answers the colour and shape at a place right but puts every shape in the center
+    scores 1 / 1 on those and, on "Where is the <colour> <shape>?", only the objects that are there."""
+    scenes = [sc.sample_scene(TARGET_CHECK_SCENE_SEED + i) for i in range(6)]
+    shown = []                                   # (image, the scene it was rendered from)
+    render = sc.render
+
+    def rendered(scene):
+        shown.append((render(scene), scene))
+        return shown[-1][0]
+
+    def answer(target, prompt, image, max_new_tokens=24, **_):
+        scene = next(s for im, s in shown if im is image)
+        o = next(o for o in scene.objects if sc._where(o.position) in prompt or f"{o.color} {o.shape}" in prompt)
+        if prompt.startswith("Where"):
+            return {"text": f"The {o.color} {o.shape} is in the center."}
+        return {"text": f"It is a {o.color} {o.shape}."}
+
+    monkeypatch.setattr(sc, "render", rendered)
+    monkeypatch.setattr(tc, "answer", answer)
+    out = tc.binding(None, scenes)
+    objects = [o for s in scenes for o in s.objects]
+    assert out["questions"] == len(objects) and out["colour_at_position"] == out["shape_at_position"] == 1.0
+    assert out["position_of_object"] == sum(o.position == "center" for o in objects) / len(objects) < 1.0

@@ -2,7 +2,8 @@
 
     describe   held-out scenes + the benchmark's detailed-description prompt: grounded (>= 3 true claims,
                no false one anywhere), 4-gram repetition, length, ended on its own (EOS before the cap)
-    binding    "What colour is the <shape> <where>?" / "What shape is <where>?" on held-out scenes
+    binding    "What colour is the <shape> <where>?" / "What shape is <where>?" on held-out scenes, and
+               the other way round, "Where is the <colour> <shape>?"
     easyvqa    easy-vqa's test split: the shape and the colour of its one shape
     dependence the same scenes' facts checked against answers about a blank image and another scene's image
     style      shapes drawn by other code (no grid, white background, any size): grounded as in `describe`
@@ -32,6 +33,7 @@ from .textstats import corpus_distinct_n, repetition
 
 COLOR_QUESTION = "What colour is the {shape} {where}?"
 SHAPE_QUESTION = "What shape is {where}?"
+WHERE_QUESTION = "Where is the {colour} {shape}?"
 STYLE_COLORS = {"red": (225, 35, 35), "green": (35, 165, 60), "blue": (35, 75, 225), "yellow": (245, 205, 25)}
 
 
@@ -119,8 +121,9 @@ def _first(text: str, names) -> str | None:
 
 
 def binding(target, scenes: list[sc.Scene]) -> dict:
-    """Colour of the shape at a position, and the shape at a position, on every object of the scenes."""
-    colour, shape = [], []
+    """Colour of the shape at a position, the shape at a position, and the other way round the position
+    of a shape of a colour (what a description must know to place what it names), on every object."""
+    colour, shape, place = [], [], []
     for scene in scenes:
         image = sc.render(scene)
         for o in scene.objects:
@@ -129,8 +132,12 @@ def binding(target, scenes: list[sc.Scene]) -> dict:
             colour.append(_first(a["text"], sc.COLORS) == o.color)
             a = answer(target, SHAPE_QUESTION.format(where=where), image, max_new_tokens=24)
             shape.append(_first(a["text"], grounding.SHAPE_WORDS) in (o.shape, o.shape + "s"))
+            a = answer(target, WHERE_QUESTION.format(colour=o.color, shape=o.shape), image, max_new_tokens=24)
+            c = grounding.check(a["text"], scene)
+            place.append(("position", o.color, o.shape, o.position) in c.true
+                         and not any(f[0] == "position" for f in c.false))
     return {"colour_at_position": float(np.mean(colour)), "shape_at_position": float(np.mean(shape)),
-            "questions": len(colour)}
+            "position_of_object": float(np.mean(place)), "questions": len(colour)}
 
 
 def easyvqa(target, n: int) -> dict:

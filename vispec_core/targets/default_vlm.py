@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 import os
 from pathlib import Path
 
@@ -131,12 +132,30 @@ def cell_pixels(pixel_values: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, IMAGE_TOKENS, PIXEL_DIM)
 
 
+def grid_code(cells: int, dim: int, norm: float, frequencies=(0.5, 1, 1.5, 2, 3, 4, 5, 6)) -> torch.Tensor:
+    """[cells, dim]: each cell of a square map coded by sines and cosines of its row and its column
+    (the lowest frequency changes monotonically from one edge to the other, so "top" and "left" are a
+    linear read), turned by a fixed random rotation into `dim` dimensions and scaled to `norm` per cell."""
+    side = math.isqrt(cells)
+    if side * side != cells:
+        raise ValueError(f"cells={cells}: the grid code needs a square map")
+    coord = (torch.arange(side, dtype=torch.float64) + 0.5) / side * math.pi
+    f = torch.tensor(frequencies, dtype=torch.float64)
+    wave = torch.cat([torch.sin(coord[:, None] * f), torch.cos(coord[:, None] * f)], -1)        # [side, 2F]
+    code = torch.cat([wave[:, None].expand(side, side, -1), wave[None].expand(side, side, -1)], -1).reshape(cells, -1)
+    code = code - code.mean(0)
+    rotation, _ = torch.linalg.qr(torch.randn(dim, code.shape[1], dtype=torch.float64,
+                                              generator=torch.Generator().manual_seed(0)))
+    code = code @ rotation.T
+    return (code * norm / code.norm(dim=-1).mean()).float()
+
+
 class Projector(nn.Module):
     """LLaVA-1.5-style MLP from encoder features to LM embeddings, with a LayerNorm in front.
 
-    With `cells`, a learned embedding per map cell is added to the output (`position` [cells, D]), so
-    an image token says where it sits, not only what it sees; without it (the LLaVA recipe) the LM
-    knows a cell's place only from its order among the image tokens.
+    With `cells`, a learned embedding per map cell is added to the output (`position` [cells, D],
+    `add_positions`), so an image token says where it sits, not only what it sees; without it (the
+    LLaVA recipe) the LM knows a cell's place only from its order among the image tokens.
 
     With `pooled`, every image token also gets a linear map of the image's max-pooled features
     (`global_linear`), so what a few cells see (a small object among background) reaches every token.
@@ -165,10 +184,13 @@ class Projector(nn.Module):
         if pixels:
             self.add_pixels()
 
-    def add_positions(self, cells: int) -> None:
-        """Start the per-cell embeddings at zero: the projector's output is unchanged until trained."""
+    def add_positions(self, cells: int, norm: float = 0.0) -> None:
+        """Start (or restart) the per-cell embeddings: at zero, which leaves the projector's output
+        unchanged until trained, or at `grid_code` of `norm` per cell. Image tokens have norms near 440
+        and an embedding started at zero stays below 1, too faint for the LM to read a place from."""
         w = self.linear_2.weight
-        self.position = nn.Parameter(torch.zeros(cells, w.shape[0], dtype=w.dtype, device=w.device))
+        start = grid_code(cells, w.shape[0], norm) if norm else torch.zeros(cells, w.shape[0])
+        self.position = nn.Parameter(start.to(w.device, w.dtype))
 
     def add_pooled(self) -> None:
         """Start the pooled-feature map at zero: the projector's output is unchanged until trained."""

@@ -10,9 +10,10 @@ Stages, each resumable (`--work`, default `$VISPEC_CACHE/default_vlm_build`; kil
             (`--turns` samples each, default 1: a detailed description, a question with its
             explanation or a brief question, each read from the image alone).
   train     LoRA (peft) on every linear layer of SmolLM2 plus the projector, starting from the shipped
-            projector (to which it adds, at zero, the cell-pixel MLP and per-cell positions); loss on
-            the assistant turns and their `<|im_end|>`; AdamW, warm-up, cosine;
-            a checkpoint every `--save-every` steps (adapters, projector, optimizer, data order).
+            projector, to which it adds the cell-pixel MLP (at zero) and per-cell positions (a grid code of
+            each cell's row and column, `dv.grid_code`); loss on the assistant turns and their
+            `<|im_end|>`; AdamW, warm-up, cosine; a checkpoint every `--save-every` steps (adapters,
+            projector, optimizer, data order).
   export    the adapters (bf16) and the projector into `--out`; `load_vlm` merges the adapters into
             SmolLM2's weights at load, so decoding costs what it did.
 """
@@ -41,6 +42,7 @@ from ..targets import default_vlm as dv
 LORA_RANK, LORA_ALPHA = 16, 32
 LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MAX_ANSWER_TOKENS = 420
+POSITION_NORM = 100.0       # the per-cell position code's norm, against image tokens' ~440
 
 
 # -- training images and their frozen features --------------------------------------------------
@@ -178,10 +180,11 @@ def lora_config():
     return LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules=list(LORA_MODULES))
 
 
-def trainable_vlm(init: Path | None = None):
+def trainable_vlm(init: Path | None = None, position_norm: float | None = None):
     """The VLM in fp32 with LoRA adapters on SmolLM2 (peft) and a trainable projector: fresh adapters on
     the shipped projector, or (`init`) an export's adapters and projector to train on from. A projector
-    without the cell-pixel MLP or the per-cell positions gets them, starting at zero."""
+    without the cell-pixel MLP gets it, starting at zero; one without per-cell positions gets them as
+    `dv.grid_code` of norm POSITION_NORM, and `position_norm` restarts an export's positions so."""
     from peft import PeftModel, get_peft_model
     projector = dv.SHIPPED if init is None else Path(init) / "projector.safetensors"
     vlm = dv.load_vlm(dtype=torch.float32, projector=projector, adapter=None)
@@ -197,8 +200,8 @@ def trainable_vlm(init: Path | None = None):
                 p.data = p.data.float()
     if not vlm.projector.wants_pixels:
         vlm.projector.add_pixels()
-    if vlm.projector.position is None:
-        vlm.projector.add_positions(dv.IMAGE_TOKENS)
+    if vlm.projector.position is None or position_norm is not None:
+        vlm.projector.add_positions(dv.IMAGE_TOKENS, POSITION_NORM if position_norm is None else position_norm)
     vlm.projector.requires_grad_(True)
     return vlm
 
@@ -269,7 +272,8 @@ def bf16_arithmetic() -> bool:
 
 def train(work: Path, steps: int, batch: int = 4, lr: float = 4e-4, projector_lr: float = 1e-4, warmup: int = 20,
           save_every: int = 10, seed: int = 0, stop_after: int | None = None, init: Path | None = None,
-          fact_weight: float = 1.0, mixed_precision: str = "auto", added_lr: float = 1e-3, log=print) -> Path:
+          fact_weight: float = 1.0, mixed_precision: str = "auto", added_lr: float = 1e-3,
+          position_norm: float | None = None, log=print) -> Path:
     """Train (or continue) to `steps` optimizer steps; returns the checkpoint path. A new run starts
     from fresh adapters on the shipped projector, or from an export (`init`). `mixed_precision` "bf16"
     runs the forward and backward under torch's bf16 autocast (fp32 weights and optimizer; not accelerate's
@@ -290,7 +294,7 @@ def train(work: Path, steps: int, batch: int = 4, lr: float = 4e-4, projector_lr
         raise ValueError(f"{len(missing)} conversations have no features in {work / 'features'} "
                          f"(e.g. {missing[0]}); run the features stage first.")
     torch.manual_seed(seed)
-    vlm = trainable_vlm(init)
+    vlm = trainable_vlm(init, position_norm)
     vlm.init = None if init is None else str(init)
     params = _trainable(vlm)
     added = {id(p) for p in vlm.projector.added_parameters()}
@@ -388,6 +392,9 @@ def main(argv=None) -> int:
     p.add_argument("--fact-weight", type=float, default=1.0,
                    help="loss weight of the answer tokens that state a fact new about its object")
     p.add_argument("--init", type=Path, default=None, help="a new run starts from this export's adapters and projector")
+    p.add_argument("--position-norm", type=float, default=None,
+                   help=f"restart the projector's per-cell positions as a grid code of this norm (a fresh "
+                        f"projector gets {POSITION_NORM:g}; an --init export keeps its own unless this is given)")
     p.add_argument("--mix", default="detail=1,question=1,brief=1",
                    help="samples of each kind per image in a conversation, e.g. detail=1,question=1,brief=6")
     p.add_argument("--turns", type=int, default=1,
@@ -405,6 +412,8 @@ def main(argv=None) -> int:
     for name in ("scenes", "evqa", "steps", "batch", "turns"):
         if getattr(a, name) < (1 if name in ("steps", "batch", "turns") else 0):
             p.error(f"--{name} must be positive, got {getattr(a, name)}")
+    if a.position_norm is not None and a.position_norm < 0:
+        p.error(f"--position-norm must be >= 0 (0 starts the positions at zero), got {a.position_norm}")
     if a.fact_weight <= 0:
         p.error(f"--fact-weight must be positive, got {a.fact_weight}")
     if a.init is not None and not ((a.init / dv.ADAPTER / "adapter_config.json").is_file()
@@ -423,7 +432,8 @@ def main(argv=None) -> int:
         print(json.dumps(report))
     if a.stage in ("train", "all"):
         train(work, a.steps, a.batch, a.lr, seed=a.seed, stop_after=a.stop_after, init=a.init,
-              fact_weight=a.fact_weight, mixed_precision=a.mixed_precision, added_lr=a.added_lr)
+              fact_weight=a.fact_weight, mixed_precision=a.mixed_precision, added_lr=a.added_lr,
+              position_norm=a.position_norm)
     if a.stage in ("export", "all"):
         print(json.dumps(export(work, a.out or dv.projector_path().parent)))
     return 0
